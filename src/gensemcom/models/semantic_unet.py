@@ -391,12 +391,16 @@ class AttentionBlock(nn.Module):
         qkv = self.qkv(self.norm(flat))
         n = hgt * wid
         ch = c // self.num_heads
+        # (B, heads, tokens, ch), contiguous in ch, so that the fused (flash) kernels apply on CPU
+        # and GPU. Legacy order: per head the rows are [q; k; v]; new order: [all q; all k; all v].
         if self.order == "legacy":
-            q, k, v = qkv.reshape(b * self.num_heads, 3 * ch, n).split(ch, dim=1)
+            qkv = qkv.reshape(b, self.num_heads, 3 * ch, n).transpose(-1, -2).contiguous()
+            q, k, v = qkv.split(ch, dim=-1)
         else:
-            q, k, v = (z.reshape(b * self.num_heads, ch, n) for z in qkv.chunk(3, dim=1))
-        a = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
-        h = self.proj_out(a.transpose(1, 2).reshape(b, c, n))
+            qkv = qkv.reshape(b, 3, self.num_heads, ch, n).transpose(-1, -2).contiguous()
+            q, k, v = qkv.unbind(1)
+        a = F.scaled_dot_product_attention(q, k, v)
+        h = self.proj_out(a.transpose(-1, -2).reshape(b, c, n))
         return (flat + h).reshape(b, c, hgt, wid)
 
 

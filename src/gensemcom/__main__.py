@@ -1,0 +1,5 @@
+import sys
+
+from gensemcom.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Command-line tools: ``gensemcom <command> ...``; each command is a module with ``main(argv)``."""

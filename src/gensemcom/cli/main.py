@@ -1,0 +1,30 @@
+"""``gensemcom <command> [options]``: dispatch to ``gensemcom.cli.<command>.main(argv)``."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Sequence
+
+COMMANDS = {
+    "demo": "small end-to-end sampling example (semantic map -> diffusion sampling -> PNG + JSON)",
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: gensemcom <command> [options]\n\ncommands:")
+        for name, what in COMMANDS.items():
+            print(f"  {name:10s} {what}")
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"gensemcom: unknown command {name!r}; commands: {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(f"gensemcom.cli.{name}")
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
