@@ -147,3 +147,22 @@ def test_config_dict_round_trip():
     assert SemanticUNetConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="unknown SemanticUNetConfig fields: \\['colour'\\]"):
         SemanticUNetConfig.from_dict(dict(cfg.to_dict(), colour=1))
+
+
+@pytest.mark.parametrize("hooks", [{}, {"concat_channels": 3, "vector_dim": 5}])
+def test_shared_encoder_branches_equal_separate_calls(hooks):
+    model = tiny(**hooks)
+    g = torch.Generator().manual_seed(0)
+    x, t = torch.randn(2, 3, 32, 32, generator=g), torch.tensor([10, 700])
+    y1, y2 = onehot(2, 4, 32, 32, seed=1), torch.zeros(2, 4, 32, 32)
+    extra = {}
+    if hooks:
+        extra = {"concat": torch.randn(2, 3, 32, 32, generator=g), "vector": torch.randn(2, 5, generator=g)}
+    with torch.no_grad():
+        both = model(x, t, torch.cat([y1, y2]), branches=2, **extra)
+        cached = model(x, t, model.encode_condition(torch.cat([y1, y2])), branches=2, **extra)
+        separate = torch.cat([model(x, t, y1, **extra), model(x, t, y2, **extra)])
+    torch.testing.assert_close(both, separate, rtol=0, atol=1e-5)
+    torch.testing.assert_close(cached, separate, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="with 2 branches"):
+        model(x, t, y1, branches=2, **extra)

@@ -106,11 +106,14 @@ class _Conditioning:
                  concat: torch.Tensor | None, vector: torch.Tensor | None) -> None:
         self.guided = guidance_scale > 1.0
         self.scale = float(guidance_scale)
+        # Networks whose encoder ignores the map run it once for both branches.
+        self.shared_encoder = self.guided and getattr(model, "shares_encoder", False)
         if self.guided:
             # GESCO's unconditional branch: the same network on an all-zero map.
             y = torch.cat([y, torch.zeros_like(y)], dim=0)
-            concat = None if concat is None else torch.cat([concat, concat], dim=0)
-            vector = None if vector is None else torch.cat([vector, vector], dim=0)
+            if not self.shared_encoder:
+                concat = None if concat is None else torch.cat([concat, concat], dim=0)
+                vector = None if vector is None else torch.cat([vector, vector], dim=0)
         encode = getattr(model, "encode_condition", None)
         self.cond: torch.Tensor | SemanticCondition = encode(y) if (cache and encode) else y
         self.extra = {k: v for k, v in (("concat", concat), ("vector", vector)) if v is not None}
@@ -241,7 +244,10 @@ class GaussianDiffusion:
         ts = self.model_timesteps(t)
         if not cond.guided:
             return model(x, ts, cond.cond, **cond.extra)
-        out = model(torch.cat([x, x]), torch.cat([ts, ts]), cond.cond, **cond.extra)
+        if cond.shared_encoder:
+            out = model(x, ts, cond.cond, branches=2, **cond.extra)
+        else:
+            out = model(torch.cat([x, x]), torch.cat([ts, ts]), cond.cond, **cond.extra)
         out_c, out_u = out.chunk(2)
         c = x.shape[1]
         guided = out_u[:, :c] + cond.scale * (out_c[:, :c] - out_u[:, :c])

@@ -514,17 +514,26 @@ class SemanticUNet(nn.Module):
                     yield m.out_norm
 
     # ------------------------------------------------------------------ forward
-    def _check_y(self, y: torch.Tensor | SemanticCondition, x: torch.Tensor | None) -> None:
+    def _check_y(self, y: torch.Tensor | SemanticCondition, x: torch.Tensor | None, branches: int = 1) -> None:
         c = self.config
         shape = tuple(y.shape)
         if len(shape) != 4 or shape[1] != c.label_channels:
             raise ValueError(f"semantic map y must be (B, {c.label_channels}, H, W) for this model "
                              f"(label_channels={c.label_channels}), got {shape}")
-        if x is not None and (shape[0] != x.shape[0] or shape[2:] != tuple(x.shape[2:])):
-            raise ValueError(f"semantic map y {shape} does not match x {tuple(x.shape)} in batch or size")
+        if x is not None and (shape[0] != branches * x.shape[0] or shape[2:] != tuple(x.shape[2:])):
+            raise ValueError(f"semantic map y {shape} does not match x {tuple(x.shape)} in batch "
+                             f"or size" + (f" (with {branches} branches)" if branches > 1 else ""))
+
+    #: the encoder never reads the semantic map, so maps that share x_t and t can share it
+    shares_encoder = True
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | SemanticCondition,
-                concat: torch.Tensor | None = None, vector: torch.Tensor | None = None) -> torch.Tensor:
+                concat: torch.Tensor | None = None, vector: torch.Tensor | None = None, *,
+                branches: int = 1) -> torch.Tensor:
+        """See the class docstring. ``branches=k``: ``y`` holds k maps per image, stacked as k
+        batch blocks of B (e.g. [conditional; all-zero] for guidance); the encoder runs once on
+        x (B) and the middle/decoder on the k blocks; returns (k*B, out_channels, H, W), equal
+        to k separate calls."""
         c = self.config
         if x.ndim != 4 or x.shape[1] != c.in_channels:
             raise ValueError(f"x must be (B, {c.in_channels}, H, W), got {tuple(x.shape)}")
@@ -532,7 +541,9 @@ class SemanticUNet(nn.Module):
         if x.shape[2] % m or x.shape[3] % m:
             raise ValueError(f"image height and width must be multiples of {m} for "
                              f"{len(c.channel_mult)} levels, got {tuple(x.shape[2:])}")
-        self._check_y(y, x)
+        if branches < 1:
+            raise ValueError(f"branches must be >= 1, got {branches}")
+        self._check_y(y, x, branches)
         t = torch.as_tensor(t, device=x.device)
         if t.ndim == 0:
             t = t.expand(x.shape[0])
@@ -564,6 +575,9 @@ class SemanticUNet(nn.Module):
         for block in self.input_blocks:
             h = run(block, h)
             hs.append(h)
+        if branches > 1:
+            hs = [torch.cat([z] * branches) for z in hs]
+            h, emb = hs[-1], torch.cat([emb] * branches)
         h = run(self.middle_block, h)
         for block in self.output_blocks:
             h = run(block, torch.cat([h, hs.pop()], dim=1))

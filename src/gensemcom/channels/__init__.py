@@ -1,0 +1,35 @@
+"""Channels: physical (analog and digital) models and GESCO's legacy semantic-map channel.
+
+- :mod:`.analog`: real payload -> complex symbols (pairs), per-sample power normalisation,
+  AWGN / Rayleigh / Rician flat fading, ZF / MMSE equalisation, ``make_channel``.
+- :mod:`.digital`: Gray-mapped BPSK / QPSK / 16-QAM / 64-QAM, hard and exact-LLR demapping,
+  BER theory, AWGN and Rayleigh ergodic capacity, an uncoded ``DigitalLink``.
+- :mod:`.legacy`: GESCO's reference channel (SNR lookup table of noise stds + FDS denoising) and
+  ``SemanticMapChannel``, the same map handling over a physical channel.
+
+Shared convention: SNR in dB is Es/N0 per complex channel use (unit symbol energy), so the noise
+variance per complex symbol is ``N0 = 10 ** (-snr_db / 10)``; ``inf`` is noiseless. The GESCO
+table is not an SNR and is only used by :class:`LegacyGescoChannel`.
+"""
+
+from .analog import (CHANNEL_KINDS, EQUALIZERS, AWGNChannel, Channel, ChannelOutput, IdentityChannel,
+                     RayleighChannel, RicianChannel, awgn, channel_uses_for, complex_to_real, equalize,
+                     make_channel, normalize_power, pair_to_complex, per_pixel, rayleigh_fading,
+                     rician_fading, snr_db_to_noise_var)
+from .digital import (CONSTELLATIONS, Constellation, DigitalLink, DigitalOutput, awgn_capacity,
+                      demap_hard, demap_llr, exp1, map_bits, q_function, qam_constellation,
+                      rayleigh_ergodic_capacity, theoretical_ber)
+from .legacy import (GESCO_SNR_TABLE, POOLS, LegacyGescoChannel, SemanticChannelOutput,
+                     SemanticMapChannel, fds_denoise, gesco_noise_std, median_pool3x3,
+                     transmitted_channels)
+
+__all__ = [
+    "CHANNEL_KINDS", "EQUALIZERS", "AWGNChannel", "Channel", "ChannelOutput", "IdentityChannel",
+    "RayleighChannel", "RicianChannel", "awgn", "channel_uses_for", "complex_to_real", "equalize",
+    "make_channel", "normalize_power", "pair_to_complex", "per_pixel", "rayleigh_fading", "rician_fading",
+    "snr_db_to_noise_var",
+    "CONSTELLATIONS", "Constellation", "DigitalLink", "DigitalOutput", "awgn_capacity", "demap_hard",
+    "demap_llr", "exp1", "map_bits", "q_function", "qam_constellation", "rayleigh_ergodic_capacity", "theoretical_ber",
+    "GESCO_SNR_TABLE", "POOLS", "LegacyGescoChannel", "SemanticChannelOutput", "SemanticMapChannel",
+    "fds_denoise", "gesco_noise_std", "median_pool3x3", "transmitted_channels",
+]

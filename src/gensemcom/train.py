@@ -1,0 +1,429 @@
+"""One training loop for the diffusion models of the package.
+
+::
+
+    dataset[i] -> {image, label, instance} -> semantic map y (one-hot + edges)
+        -> [noise-aware: y through a noisy channel] -> [condition dropout]
+        -> t ~ U{0..N-1}, noise -> diffusion.training_losses -> AdamW step -> EMA
+
+- **Reproducible and resumable.** All randomness of a run (data order, timesteps, noise,
+  dropout, channel noise) comes from one seeded ``torch.Generator`` per process, whose state is
+  saved in every checkpoint together with the model, the EMA weights, the optimiser and the
+  step. Checkpoints are written to a temporary folder and renamed into place, then
+  ``checkpoints/latest.json`` is replaced atomically: a run killed at any moment resumes from
+  the last complete checkpoint and continues exactly as an uninterrupted run would.
+- **Data order** is a function of (seed, step): batch ``k`` is read from a seeded permutation
+  of the epoch it falls in, so a resumed run reads the same images in the same order.
+- **Several processes**: under ``torchrun`` (``WORLD_SIZE > 1``) the model is wrapped in
+  DistributedDataParallel (gloo on CPU, NCCL on GPU); each rank reads its share of every
+  global batch and has its own generator (seed + rank); rank 0 writes checkpoints and logs.
+- **Mixed precision**: ``amp="bf16"|"fp16"`` on GPU (fp16 with a gradient scaler); on CPU the
+  default is float32 (this CPU has no fast bf16).
+- Logs: JSON lines in ``log.jsonl`` (step, loss terms, lr, images/s); a tqdm progress bar.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .diffusion.gaussian import DiffusionConfig, GaussianDiffusion
+from .models.io import atomic_write, save_pretrained
+from .models.semantic_unet import SemanticUNet, SemanticUNetConfig
+
+__all__ = ["TrainConfig", "Trainer", "GESCO_TRAIN_NOISE_STDS", "step_batch_indices"]
+
+#: GESCO's noise-aware training: per batch one std drawn from this list (1/3 clean), the same
+#: noise (B, 1, H, W) added to every channel of the map.
+GESCO_TRAIN_NOISE_STDS = (0.6, 0.36, 0.22, 0.13, 0.08, 0.05, 0.0, 0.0, 0.0)
+
+
+@dataclass
+class TrainConfig:
+    """Settings of a training run (saved in ``train_config.json`` and in every checkpoint).
+
+    Attributes:
+        out_dir: run folder (checkpoints, logs, the final model).
+        steps: optimiser steps to reach (a resumed run continues to this number).
+        batch_size: global batch per optimiser step (split over processes).
+        grad_accum: micro-batches per optimiser step (gradient accumulation).
+        lr, weight_decay: AdamW settings.
+        ema_rate: EMA decay, updated after every optimiser step.
+        cond_drop_prob: probability of zeroing a sample's whole map (for guidance).
+        noise_aware: ``"none"``; ``"gesco"`` (GESCO's std list, noise broadcast over channels);
+            ``"channel"`` (the map through ``train_channel`` at an SNR drawn uniformly per sample
+            from ``snr_range_db``).
+        train_channel: ``"awgn"`` | ``"rayleigh"`` for ``noise_aware="channel"``.
+        snr_range_db: (low, high) dB for ``noise_aware="channel"``.
+        amp: ``"none"``, ``"bf16"``, ``"fp16"`` (the last two need a GPU).
+        save_interval, log_interval, keep_checkpoints: in optimiser steps.
+        seed: the run's seed.
+        num_workers: DataLoader workers.
+        instance_mode: passed to the semantic-map builder (``"exact"`` or ``"reference_8bit"``).
+    """
+
+    out_dir: str
+    steps: int = 1000
+    batch_size: int = 4
+    grad_accum: int = 1
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    ema_rate: float = 0.9999
+    cond_drop_prob: float = 0.0
+    noise_aware: str = "none"
+    train_channel: str = "awgn"
+    snr_range_db: tuple[float, float] = (0.0, 20.0)
+    amp: str = "none"
+    save_interval: int = 1000
+    log_interval: int = 10
+    keep_checkpoints: int = 2
+    seed: int = 0
+    num_workers: int = 0
+    instance_mode: str = "exact"
+    grad_clip: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.snr_range_db = tuple(float(v) for v in self.snr_range_db)  # type: ignore[assignment]
+        problems = []
+        if self.steps < 1 or self.batch_size < 1 or self.grad_accum < 1:
+            problems.append("steps, batch_size and grad_accum must be >= 1")
+        if self.batch_size % self.grad_accum:
+            problems.append(f"batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}")
+        if self.noise_aware not in ("none", "gesco", "channel"):
+            problems.append(f"noise_aware must be 'none', 'gesco' or 'channel', got {self.noise_aware!r}")
+        if self.amp not in ("none", "bf16", "fp16"):
+            problems.append(f"amp must be 'none', 'bf16' or 'fp16', got {self.amp!r}")
+        if not 0.0 <= self.cond_drop_prob < 1.0:
+            problems.append(f"cond_drop_prob must be in [0, 1), got {self.cond_drop_prob}")
+        if not 0.0 <= self.ema_rate < 1.0:
+            problems.append(f"ema_rate must be in [0, 1), got {self.ema_rate}")
+        if self.save_interval < 1 or self.log_interval < 1:
+            problems.append("save_interval and log_interval must be >= 1")
+        if problems:
+            raise ValueError("invalid TrainConfig: " + "; ".join(problems))
+
+
+def step_batch_indices(step: int, batch_size: int, n: int, seed: int) -> list[int]:
+    """Dataset indices of global batch ``step``: consecutive slices of per-epoch permutations
+    seeded by (seed, epoch), so the order depends only on (seed, step)."""
+    out: list[int] = []
+    pos = step * batch_size
+    while len(out) < batch_size:
+        epoch, offset = divmod(pos, n)
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+        take = min(batch_size - len(out), n - offset)
+        out.extend(perm[offset:offset + take].tolist())
+        pos += take
+    return out
+
+
+def _dist_info() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+class _MicroBatchSampler:
+    """Index lists of one rank's micro-batches, step after step, from ``start_step`` on."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, start_step: int, rank: int,
+                 per_rank: int, micro: int) -> None:
+        self.n, self.batch_size, self.seed, self.start = n, batch_size, seed, start_step
+        self.rank, self.per_rank, self.micro = rank, per_rank, micro
+
+    def __iter__(self) -> Iterator[list[int]]:
+        step = self.start
+        while True:
+            idx = step_batch_indices(step, self.batch_size, self.n, self.seed)
+            mine = idx[self.rank * self.per_rank:(self.rank + 1) * self.per_rank]
+            for k in range(0, self.per_rank, self.micro):
+                yield mine[k:k + self.micro]
+            step += 1
+
+
+class MapCollate:
+    """Dataset items -> ``{"image": (B,3,H,W), "y": (B, label_channels, H, W)}``."""
+
+    def __init__(self, num_classes: int, with_edges: bool, instance_mode: str = "exact") -> None:
+        self.num_classes, self.with_edges, self.instance_mode = num_classes, with_edges, instance_mode
+
+    def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        from .semantics import semantic_input
+
+        image = torch.stack([it["image"] for it in items])
+        label = torch.stack([it["label"] for it in items])
+        inst = None
+        if self.with_edges:
+            if any(it.get("instance") is None for it in items):
+                raise ValueError("the model expects an instance-edge channel but the dataset has no instances")
+            inst = torch.stack([it["instance"] for it in items])
+        y = semantic_input(label, self.num_classes, instances=inst, instance_mode=self.instance_mode)
+        return {"image": image, "y": y}
+
+
+class Trainer:
+    """Train a :class:`SemanticUNet` with a :class:`GaussianDiffusion` on a map dataset.
+
+    Args:
+        model_config, diffusion_config: what to train (saved beside the weights).
+        dataset: items ``{"image": (3,H,W) in [-1,1], "label": (H,W) int64, "instance"?}``.
+        num_classes: one-hot width of the map (the edge channel is added when the model's
+            ``label_channels`` is ``num_classes + 1``).
+        config: the run settings.
+        device: where to train (default: CUDA if available, else CPU).
+    """
+
+    def __init__(self, model_config: SemanticUNetConfig, diffusion_config: DiffusionConfig,
+                 dataset: torch.utils.data.Dataset, num_classes: int, config: TrainConfig,
+                 device: str | torch.device | None = None) -> None:
+        self.cfg = config
+        self.model_config, self.diffusion_config = model_config, diffusion_config
+        self.dataset, self.num_classes = dataset, num_classes
+        if model_config.label_channels not in (num_classes, num_classes + 1):
+            raise ValueError(f"model label_channels {model_config.label_channels} must be num_classes "
+                             f"({num_classes}) or num_classes + 1 (with instance edges)")
+        self.with_edges = model_config.label_channels == num_classes + 1
+        self.rank, self.world = _dist_info()
+        if config.batch_size % (self.world * config.grad_accum):
+            raise ValueError(f"batch_size {config.batch_size} must be divisible by processes x "
+                             f"grad_accum = {self.world} x {config.grad_accum}")
+        if device is None:
+            if torch.cuda.is_available():
+                device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            else:
+                device = torch.device("cpu")
+        self.device = torch.device(device)
+        if config.amp != "none" and self.device.type != "cuda":
+            raise ValueError(f"amp={config.amp!r} needs a GPU; this run is on {self.device}")
+        self.out = Path(config.out_dir)
+        torch.manual_seed(config.seed)  # parameter initialisation only; all else uses self.gen
+        self.model = SemanticUNet(model_config).to(self.device)
+        self.ema = SemanticUNet(model_config).to(self.device).eval()
+        self.ema.load_state_dict(self.model.state_dict())
+        self.ema.requires_grad_(False)
+        self.diffusion = GaussianDiffusion.from_config(diffusion_config)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.scaler = torch.amp.GradScaler("cuda") if config.amp == "fp16" else None
+        self.gen = torch.Generator().manual_seed(config.seed + self.rank)
+        self.step = 0
+        self.ddp: nn.Module = self.model
+        if self.world > 1:
+            self.ddp = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self._channel = None
+        if config.noise_aware == "channel":
+            from .channels.legacy import SemanticMapChannel
+            from .channels.analog import make_channel
+            self._channel = SemanticMapChannel(make_channel(config.train_channel), has_edges=self.with_edges)
+
+    # ------------------------------------------------------------------ data
+    def _batches(self) -> Iterator[list[dict[str, torch.Tensor]]]:
+        """This rank's micro-batches for steps ``self.step, self.step + 1, ...``."""
+        cfg = self.cfg
+        per_rank = cfg.batch_size // self.world
+        micro = per_rank // cfg.grad_accum
+        sampler = _MicroBatchSampler(len(self.dataset), cfg.batch_size, cfg.seed, self.step,
+                                     self.rank, per_rank, micro)
+        collate = MapCollate(self.num_classes, self.with_edges, cfg.instance_mode)
+        loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=sampler, collate_fn=collate,
+                                             num_workers=cfg.num_workers)
+        group: list[dict[str, torch.Tensor]] = []
+        for mb in loader:
+            group.append(mb)
+            if len(group) == cfg.grad_accum:
+                yield group
+                group = []
+
+    def _noisy_map(self, y: torch.Tensor) -> torch.Tensor:
+        cfg = self.cfg
+        if cfg.noise_aware == "gesco":
+            k = int(torch.randint(len(GESCO_TRAIN_NOISE_STDS), (), generator=self.gen))
+            std = GESCO_TRAIN_NOISE_STDS[k]
+            noise = torch.randn((y.shape[0], 1, *y.shape[2:]), generator=self.gen)
+            return y + std * noise.to(y.device)
+        if cfg.noise_aware == "channel":
+            lo, hi = cfg.snr_range_db
+            snr = lo + (hi - lo) * torch.rand(y.shape[0], generator=self.gen)
+            return self._channel(y, snr, generator=self.gen).received.to(y.device)
+        return y
+
+    # ------------------------------------------------------------------ checkpoints
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.out / "checkpoints"
+
+    def save_checkpoint(self) -> Path:
+        """Write checkpoints/step_XXXXXXX/ atomically and point latest.json at it (rank 0),
+        plus every rank's generator state."""
+        name = f"step_{self.step:07d}"
+        final = self.ckpt_dir / name
+        rng = {"generator": self.gen.get_state(), "torch": torch.get_rng_state()}
+        if self.world > 1:
+            gathered: list[Any] = [None] * self.world
+            torch.distributed.all_gather_object(gathered, rng)
+        else:
+            gathered = [rng]
+        if self.rank == 0:
+            tmp = self.ckpt_dir / f".tmp-{name}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            sd = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+            save_file(sd, str(tmp / "model.safetensors"))
+            esd = {k: v.detach().cpu().contiguous() for k, v in self.ema.state_dict().items()}
+            save_file(esd, str(tmp / "ema.safetensors"))
+            state = {"step": self.step, "optimizer": self.opt.state_dict(),
+                     "rng": {str(r): g for r, g in enumerate(gathered)}, "world_size": self.world}
+            if self.scaler is not None:
+                state["scaler"] = self.scaler.state_dict()
+            torch.save(state, tmp / "trainer_state.pt")
+            meta = {"step": self.step, "model": self.model_config.to_dict(),
+                    "diffusion": self.diffusion_config.to_dict(), "train": _jsonable(asdict(self.cfg))}
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+            atomic_write(self.ckpt_dir / "latest.json",
+                         lambda p: Path(p).write_text(json.dumps({"step": self.step, "path": name}) + "\n"))
+            self._prune()
+        if self.world > 1:
+            torch.distributed.barrier()
+        return final
+
+    def _prune(self) -> None:
+        keep = max(self.cfg.keep_checkpoints, 1)
+        done = sorted(p for p in self.ckpt_dir.glob("step_*") if p.is_dir())
+        for p in done[:-keep]:
+            shutil.rmtree(p, ignore_errors=True)
+
+    def latest_checkpoint(self) -> Path | None:
+        pointer = self.ckpt_dir / "latest.json"
+        if not pointer.is_file():
+            return None
+        path = self.ckpt_dir / json.loads(pointer.read_text())["path"]
+        return path if path.is_dir() else None
+
+    def load_checkpoint(self, path: str | os.PathLike) -> None:
+        path = Path(path)
+        from .models.io import load_checkpoint
+
+        load_checkpoint(self.model, path / "model.safetensors")
+        load_checkpoint(self.ema, path / "ema.safetensors")
+        state = torch.load(path / "trainer_state.pt", map_location="cpu", weights_only=True)
+        if state["world_size"] != self.world:
+            raise ValueError(f"checkpoint {path} was written by {state['world_size']} processes; "
+                             f"resume with the same number (now {self.world})")
+        self.opt.load_state_dict(state["optimizer"])
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
+        rng = state["rng"][str(self.rank)]
+        self.gen.set_state(rng["generator"])
+        torch.set_rng_state(rng["torch"])
+        self.step = int(state["step"])
+
+    # ------------------------------------------------------------------ loop
+    def _log(self, record: dict[str, Any]) -> None:
+        if self.rank == 0:
+            with open(self.out / "log.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def _trim_log(self) -> None:
+        """Drop log lines of steps after the checkpoint being resumed (they are redone)."""
+        log = self.out / "log.jsonl"
+        if self.rank != 0 or not log.is_file():
+            return
+        kept = [ln for ln in log.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= self.step]
+        atomic_write(log, lambda p: Path(p).write_text("".join(k + "\n" for k in kept)))
+
+    def train(self, resume: bool = True, progress: bool = True,
+              on_step: Callable[["Trainer", dict[str, float]], None] | None = None) -> dict[str, Any]:
+        """Run until ``config.steps``; resumes from ``checkpoints/latest.json`` when present."""
+        cfg = self.cfg
+        self.out.mkdir(parents=True, exist_ok=True)
+        if resume and (ck := self.latest_checkpoint()) is not None:
+            self.load_checkpoint(ck)
+        self._trim_log()
+        if self.rank == 0:
+            atomic_write(self.out / "train_config.json", lambda p: Path(p).write_text(json.dumps(
+                {"train": _jsonable(asdict(cfg)), "model": self.model_config.to_dict(),
+                 "diffusion": self.diffusion_config.to_dict()}, indent=2) + "\n"))
+        bar = None
+        if progress and self.rank == 0:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=cfg.steps, initial=self.step, desc="training", unit="step")
+        autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
+        batches = iter(self._batches())
+        t_last, n_img = time.perf_counter(), 0
+        self.model.train()
+        last: dict[str, float] = {}
+        while self.step < cfg.steps:
+            micro_batches = next(batches)
+            self.opt.zero_grad(set_to_none=True)
+            sums: dict[str, float] = {}
+            for i, mb in enumerate(micro_batches):
+                x0, y = mb["image"].to(self.device), mb["y"].to(self.device)
+                y = self._noisy_map(y)
+                t = torch.randint(self.diffusion.num_timesteps, (x0.shape[0],), generator=self.gen).to(self.device)
+                noise = torch.randn(x0.shape, generator=self.gen).to(self.device)
+                sync = self.world == 1 or i == len(micro_batches) - 1
+                ctx = self.ddp.no_sync() if not sync else contextlib.nullcontext()
+                with ctx:
+                    with torch.autocast(self.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                        terms = self.diffusion.training_losses(
+                            self.ddp, x0, t, y, noise=noise, cond_drop_prob=cfg.cond_drop_prob,
+                            generator=self.gen, return_terms=True)
+                    loss = terms["loss"].mean() / len(micro_batches)
+                    if self.scaler is not None:
+                        self.scaler.scale(loss).backward()
+                    else:
+                        loss.backward()
+                for k, v in terms.items():
+                    sums[k] = sums.get(k, 0.0) + v.detach().float().mean().item() / len(micro_batches)
+                n_img += x0.shape[0]
+            if self.scaler is not None:
+                self.scaler.unscale_(self.opt)
+            if cfg.grad_clip > 0:
+                nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            if self.scaler is not None:
+                self.scaler.step(self.opt)
+                self.scaler.update()
+            else:
+                self.opt.step()
+            with torch.no_grad():
+                for e, p in zip(self.ema.parameters(), self.model.parameters()):
+                    e.mul_(cfg.ema_rate).add_(p.detach(), alpha=1 - cfg.ema_rate)
+            self.step += 1
+            last = sums
+            if not all(math.isfinite(v) for v in sums.values()):
+                raise FloatingPointError(f"non-finite loss at step {self.step}: {sums}")
+            if self.step % cfg.log_interval == 0 or self.step == cfg.steps:
+                now = time.perf_counter()
+                self._log({"step": self.step, **{k: round(v, 6) for k, v in sums.items()},
+                           "lr": cfg.lr, "images_per_s": round(n_img * self.world / max(now - t_last, 1e-9), 3)})
+                t_last, n_img = now, 0
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{sums['loss']:.4f}")
+            if on_step is not None:
+                on_step(self, sums)
+            if self.step % cfg.save_interval == 0 or self.step == cfg.steps:
+                self.save_checkpoint()
+        if bar is not None:
+            bar.close()
+        if self.rank == 0:
+            save_pretrained(self.out / "model", self.ema, self.diffusion,
+                            extra={"trained_steps": self.step, "num_classes": self.num_classes})
+        return {"step": self.step, **last}
+
+
+def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
