@@ -28,9 +28,10 @@ Configurations (guided-diffusion flag names, ``timestep_respacing="ddimN"``):
   256x512) at 1/4 of its width and resolution.
 - ``medium``: image_size 128, num_channels 128, attention_resolutions 16,8,4, inputs 128x256.
 
-Timing: ``time.perf_counter``, a warm-up before every timed measurement (one network call; for
-sampling, a one-step run with the same shapes and code path, which keeps the reference affordable
-on a CPU), the minimum over ``--repeats`` runs, ``torch.cuda.synchronize()`` around each run on a
+Timing: ``time.perf_counter``, a warm-up before every timed measurement (a network call; for
+sampling, a one-step run with the same shapes and code path, which keeps a CPU run affordable; it
+is skipped where the same shapes and kernels have just run: ours with cache off after cache on,
+the reference's sampler after its network-call timing), the minimum over ``--repeats`` runs, ``torch.cuda.synchronize()`` around each run on a
 GPU (where TF32 is switched off, so that float32 is float32 for both codes). The reference runs
 under ``torch.no_grad()`` (as its ``image_sample.py`` does); ours as its API does
 (``diffusion.sample`` uses ``torch.inference_mode``; the network-call timings use it too).
@@ -197,15 +198,17 @@ def build_reference(script_util: types.ModuleType, flags: dict[str, Any]) -> tup
 
 # ---------------------------------------------------------------------------- timing
 def best_time(fn: Callable[[], Any], repeats: int, device: torch.device,
-              warmup: Callable[[], Any] | None = None) -> tuple[float, Any]:
-    """A warm-up call (``warmup``, default ``fn``), then the minimum wall time (s) over
-    ``repeats`` calls of ``fn``; also the output of the last call."""
+              warmup: Callable[[], Any] | None | bool = None) -> tuple[float, Any]:
+    """A warm-up call (``warmup``; default ``fn``; ``False`` when the caller has just run the
+    same shapes and kernels), then the minimum wall time (s) over ``repeats`` calls of ``fn``;
+    also the output of the last call."""
     def sync() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    (warmup or fn)()
-    sync()
+    if warmup is not False:
+        (warmup or fn)()
+        sync()
     best = math.inf
     for _ in range(repeats):
         sync()
@@ -274,7 +277,8 @@ def run_config(name: str, steps: int, args: argparse.Namespace, device: torch.de
                 return m(x, t_net, cond)
         return f
 
-    sec, _ = best_time(ours_forward(model, x_T, y), reps, device)
+    sec, _ = best_time(ours_forward(model, x_T, y), reps, device,  # calibrate_output warmed it
+                       warmup=False if amp is None else None)
     res["ms_per_call"]["ours_raw_y"] = 1e3 * sec
     with torch.inference_mode():
         cond = model.encode_condition(y)
@@ -282,8 +286,9 @@ def run_config(name: str, steps: int, args: argparse.Namespace, device: torch.de
     res["ms_per_call"]["ours_cached"] = 1e3 * sec
     del cond
 
-    # ---- 2. sampling. Warm-up: one step (same shapes and code path) rather than a full run,
-    # to keep the reference affordable on a CPU.
+    # ---- 2. sampling. Warm-up: one step (same shapes and code path) rather than a full run, to
+    # keep a CPU run affordable; none where the same shapes have just run (cache off after cache
+    # on; the reference's sampler after its network-call timing, the very same forward calls).
     def ours_sample(m: Any, y_: torch.Tensor, noise: torch.Tensor, cache: bool,
                     dtype: torch.dtype | None, start_step: int | None = None) -> Callable[[], torch.Tensor]:
         return lambda: diffusion.sample(m, y_, noise=noise, guidance_scale=s, method="ddim", eta=0.0,
@@ -293,7 +298,8 @@ def run_config(name: str, steps: int, args: argparse.Namespace, device: torch.de
     samples: dict[str, torch.Tensor] = {}
     for key, cache in (("ours_cache_on", True), ("ours_cache_off", False)):
         sec, samples[key] = best_time(ours_sample(model, y, x_T, cache, amp), reps, device,
-                                      warmup=ours_sample(model, y, x_T, cache, amp, start_step=0))
+                                      warmup=ours_sample(model, y, x_T, cache, amp, start_step=0)
+                                      if cache else False)
         res["seconds_per_sample_run"][key] = sec
         res["images_per_s"][key] = B / sec
 
@@ -333,14 +339,9 @@ def run_config(name: str, steps: int, args: argparse.Namespace, device: torch.de
             return ref_diffusion.ddim_sample_loop(ref_model, tuple(x_T.shape), noise=x_T, clip_denoised=True,
                                                   model_kwargs=kwargs, progress=False)
 
-    def ref_one_step() -> Any:
-        with torch.no_grad():
-            return ref_diffusion.ddim_sample(ref_model, x_T, torch.zeros_like(t_net), clip_denoised=True,
-                                             model_kwargs=kwargs)
-
     sec, ref_out = best_time(ref_forward, reps, device)
     res["ms_per_call"]["reference"] = 1e3 * sec
-    sec, ref_x0 = best_time(ref_sample, reps, device, warmup=ref_one_step)
+    sec, ref_x0 = best_time(ref_sample, reps, device, warmup=False)
     res["seconds_per_sample_run"]["reference"] = sec
     res["images_per_s"]["reference"] = B / sec
     ref_ms, ref_ips = res["ms_per_call"]["reference"], res["images_per_s"]["reference"]

@@ -114,18 +114,39 @@ class TrainConfig:
             raise ValueError("invalid TrainConfig: " + "; ".join(problems))
 
 
-def step_batch_indices(step: int, batch_size: int, n: int, seed: int) -> list[int]:
-    """Dataset indices of global batch ``step``: consecutive slices of per-epoch permutations
-    seeded by (seed, epoch), so the order depends only on (seed, step)."""
-    out: list[int] = []
+def step_batch_indices(step: int, batch_size: int, n: int, seed: int) -> list[tuple[int, int]]:
+    """(epoch, dataset index) pairs of global batch ``step``: consecutive slices of per-epoch
+    permutations seeded by (seed, epoch), so the order depends only on (seed, step)."""
+    out: list[tuple[int, int]] = []
     pos = step * batch_size
     while len(out) < batch_size:
         epoch, offset = divmod(pos, n)
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
         take = min(batch_size - len(out), n - offset)
-        out.extend(perm[offset:offset + take].tolist())
+        out.extend((epoch, i) for i in perm[offset:offset + take].tolist())
         pos += take
     return out
+
+
+class _EpochView(torch.utils.data.Dataset):
+    """Reads ``dataset`` by (epoch, index) keys; a dataset with ``get(index, generator)`` draws
+    its augmentation from a generator derived from (seed, epoch, index): different each epoch,
+    the same in a resumed run, and independent of workers and read order."""
+
+    def __init__(self, dataset: torch.utils.data.Dataset, seed: int) -> None:
+        self.dataset, self.seed = dataset, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
+        epoch, index = key
+        get = getattr(self.dataset, "get", None)
+        if get is None:
+            return self.dataset[index]
+        from .data.common import derive_seed
+
+        return get(index, torch.Generator().manual_seed(derive_seed(self.seed, epoch, index)))
 
 
 def _dist_info() -> tuple[int, int]:
@@ -142,7 +163,7 @@ class _MicroBatchSampler:
         self.n, self.batch_size, self.seed, self.start = n, batch_size, seed, start_step
         self.rank, self.per_rank, self.micro = rank, per_rank, micro
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         step = self.start
         while True:
             idx = step_batch_indices(step, self.batch_size, self.n, self.seed)
@@ -236,8 +257,8 @@ class Trainer:
         sampler = _MicroBatchSampler(len(self.dataset), cfg.batch_size, cfg.seed, self.step,
                                      self.rank, per_rank, micro)
         collate = MapCollate(self.num_classes, self.with_edges, cfg.instance_mode)
-        loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=sampler, collate_fn=collate,
-                                             num_workers=cfg.num_workers)
+        loader = torch.utils.data.DataLoader(_EpochView(self.dataset, cfg.seed), batch_sampler=sampler,
+                                             collate_fn=collate, num_workers=cfg.num_workers)
         group: list[dict[str, torch.Tensor]] = []
         for mb in loader:
             group.append(mb)

@@ -8,6 +8,8 @@ from typing import Sequence
 
 COMMANDS = {
     "demo": "small end-to-end sampling example (semantic map -> diffusion sampling -> PNG + JSON)",
+    "train": "train a GESCO model (accepts GESCO's image_train.py flags; torchrun for several processes)",
+    "sample": "maps -> channel at one or several SNRs -> regenerated images (accepts image_sample.py flags)",
 }
 
 

@@ -213,7 +213,9 @@ def _load_model(parser: argparse.ArgumentParser, args: argparse.Namespace):
     return model, GaussianDiffusion.from_config(dcfg), num_classes
 
 
-def _png(path: Path, array: np.ndarray) -> None:
+def _png(path: Path, array: np.ndarray | torch.Tensor) -> None:
+    if isinstance(array, torch.Tensor):
+        array = array.cpu().numpy()
     atomic_write(path, lambda p: Image.fromarray(array).save(p, format="PNG"))
 
 
@@ -234,8 +236,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     autocast = {"none": None, "fp16": torch.float16, "bf16": torch.bfloat16}[args.autocast]
     if autocast is not None and device.type != "cuda":
         _fail(parser, "--autocast needs a GPU (this CPU has no fast half precision)")
-    if args.use_fp16 and device.type == "cuda" and autocast is None:
-        autocast = torch.float16
+    fp16_note = None
+    if args.use_fp16:
+        if device.type == "cuda":
+            autocast = autocast or torch.float16
+        else:
+            fp16_note = "--use_fp16 True: no fast half precision on CPU; sampling in float32"
+            print(f"note: {fp16_note}", file=sys.stderr)
     model, diffusion, num_classes = _load_model(parser, args)
     model.to(device).eval()
     if args.verbose:
@@ -251,7 +258,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         if not args.data_dir:
             _fail(parser, f"--data_dir is required for --dataset_mode {args.dataset_mode}")
-        kw: dict[str, Any] = {"split": args.data_split, "train": False}
+        # as the reference, images are resized to the model's image_size (short side)
+        kw: dict[str, Any] = {"split": args.data_split, "train": False, "size": model.config.image_size}
         if args.dataset_mode == "folder":
             kw["num_classes"] = num_classes
         dataset = build_dataset(args.dataset_mode, root=args.data_dir, **kw)
@@ -271,7 +279,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "clip_denoised": args.clip_denoised, "channel": args.channel, "pool": s["pool"],
         "snr_db": [("inf" if math.isinf(v) else v) for v in s["snrs"]],
         "model": model.config.to_dict(), "diffusion": diffusion.config.to_dict() if diffusion.config else None,
-        "instance_mode": args.instance_mode,
+        "instance_mode": args.instance_mode, "autocast": str(autocast) if autocast else None,
+        "notes": [fp16_note] if fp16_note else [],
     }
     settings_path = out / "settings.json"
     if settings_path.is_file():
@@ -280,6 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _fail(parser, f"{out} holds samples made with other settings; choose another --out")
     atomic_write(settings_path, lambda p: Path(p).write_text(json.dumps(settings, indent=2) + "\n"))
 
+    palette = args.dataset_mode if args.dataset_mode in ("synthetic", "cityscapes") else None
     n = settings["num_samples"]
     names = [Path(str(dataset[i].get("path", f"{i:05d}"))).stem or f"{i:05d}" for i in range(n)]
     results: dict[str, Any] = {"settings": settings, "per_snr": {}}
@@ -306,11 +316,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             x0 = system.receive(sent.received, gen, noise=x_T)
             received_ids = sent.received[:, :num_classes].argmax(1)
             for j, i in enumerate(idx):
+                if i not in todo:  # finished by an earlier (killed) run: same numbers, keep it
+                    continue
                 _png(out / f"snr_{key}" / f"{names[i]}.png", _image_u8(x0[j]))
-                _png(out / f"received_snr_{key}" / f"{names[i]}.png", colorize(received_ids[j:j + 1])[0])
+                _png(out / f"received_snr_{key}" / f"{names[i]}.png", colorize(received_ids[j:j + 1], palette)[0])
                 if si == 0:
                     _png(out / "original" / f"{names[i]}.png", _image_u8(items[j]["image"]))
-                    _png(out / "label" / f"{names[i]}.png", colorize(labels[j:j + 1])[0])
+                    _png(out / "label" / f"{names[i]}.png", colorize(labels[j:j + 1], palette)[0])
             bar.update(len(idx))
         results["per_snr"][key] = {"channel_uses_per_pixel": float(np.mean(uses)) if uses else None,
                                    "folder": f"snr_{key}"}

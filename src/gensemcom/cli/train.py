@@ -20,6 +20,7 @@ model its own sampler cannot load); the loss defaults to GESCO's noise-MSE (``--
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 from typing import Any, Sequence
@@ -63,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--out", default=None, help="run folder (default: --checkpoint_dir or runs/gesco)")
     o.add_argument("--steps", type=int, default=None, help="optimiser steps (default: lr_anneal_steps or 10000)")
     o.add_argument("--seed", type=int, default=0)
+    o.add_argument("--layout", choices=["sdm", "gesco"], default="sdm",
+                   help="sdm: no unused parameters (default for new models); gesco: with GESCO's "
+                        "unused encoder spade_norm, for checkpoints GESCO's code must load")
+    o.add_argument("--spade_hidden", type=int, default=128, help="hidden width of the SPADE MLPs")
     o.add_argument("--loss", choices=["mse", "hybrid"], default="mse",
                    help="mse: GESCO's noise-MSE; hybrid: SDM's MSE + variational bound")
     o.add_argument("--noise_aware", choices=["none", "gesco", "channel"], default=None,
@@ -116,13 +121,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         if not args.data_dir:
             parser.error(f"--data_dir is required for --dataset_mode {args.dataset_mode}")
-        kwargs: dict[str, Any] = {"split": "train", "train": True}
+        kwargs: dict[str, Any] = {"split": "train", "train": True, "size": args.image_size,
+                                  "seed": args.seed}
         if args.dataset_mode == "folder":
             kwargs["num_classes"] = args.num_classes
         dataset = build_dataset(args.dataset_mode, root=args.data_dir, **kwargs)
         if args.dataset_mode != "folder" and args.num_classes != info["num_classes"]:
             parser.error(f"--num_classes {args.num_classes} but {args.dataset_mode} has {info['num_classes']}")
     model_cfg, diff_cfg = config_from_flags(flags, reference="sdm" if args.loss == "hybrid" else "gesco")
+    model_cfg = dataclasses.replace(model_cfg, layout=args.layout, spade_hidden=args.spade_hidden)
     diff_cfg.respacing = ""  # training always uses the full process
     noise_aware = args.noise_aware or ("gesco" if args.add_noise else "none")
     if args.add_noise and noise_aware != "gesco":
