@@ -28,13 +28,15 @@ Configurations (guided-diffusion flag names, ``timestep_respacing="ddimN"``):
   256x512) at 1/4 of its width and resolution.
 - ``medium``: image_size 128, num_channels 128, attention_resolutions 16,8,4, inputs 128x256.
 
-Timing: ``time.perf_counter``, a warm-up before every timed measurement (a network call; for
-sampling, a one-step run with the same shapes and code path, which keeps a CPU run affordable; it
-is skipped where the same shapes and kernels have just run: ours with cache off after cache on,
-the reference's sampler after its network-call timing), the minimum over ``--repeats`` runs, ``torch.cuda.synchronize()`` around each run on a
-GPU (where TF32 is switched off, so that float32 is float32 for both codes). The reference runs
-under ``torch.no_grad()`` (as its ``image_sample.py`` does); ours as its API does
-(``diffusion.sample`` uses ``torch.inference_mode``; the network-call timings use it too).
+Timing: ``time.perf_counter``. Warm-ups first (a network call; for sampling, a one-step run with
+the same shapes and code path, which keeps a CPU run affordable; skipped where the same shapes
+and kernels have just run: ours with cache off after cache on, the reference's sampler after its
+network call). Then ``--repeats`` rounds, each running every variant once in turn, so that load
+from other processes drifting over time hits all variants alike; the minimum per variant is
+kept. ``torch.cuda.synchronize()`` brackets each run on a GPU, where TF32 is switched off so that
+float32 is float32 for both codes. The reference runs under ``torch.no_grad()`` (as its
+``image_sample.py`` does); ours as its API does (``diffusion.sample`` uses
+``torch.inference_mode``; the network-call timings use it too).
 
 Setup of the reference (optional; without it only our numbers are printed). From a local
 checkout of ispamm/GESCO::
@@ -64,7 +66,8 @@ also reports the autocast sample's difference, for information), ``--channels-la
 our model in channels-last memory format, reported beside the default format),
 ``--json PATH``, ``--reference-repo DIR`` (a directory containing ``guided_diffusion/``).
 
-At the defaults both configurations with the reference take roughly 3-5 minutes on 2 CPU cores.
+At the defaults both configurations with the reference take about 5 minutes on 2 idle CPU cores
+(about 7 with other processes competing for them).
 """
 
 from __future__ import annotations
@@ -87,6 +90,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
+from gensemcom.semantics import semantic_input
 from gensemcom.legacy import model_and_diffusion_from_flags
 
 NUM_CLASSES = 35  # Cityscapes; + 1 instance-edge channel = 36 label channels
@@ -118,15 +122,8 @@ def label_map(batch: int, height: int, width: int, generator: torch.Generator) -
     grid = (8, 16)  # blocks per (H, W): 8x8-pixel blocks at 64x128, 16x16 at 128x256
     ids = torch.randint(0, NUM_CLASSES, (batch, 1, *grid), generator=generator)
     ids = F.interpolate(ids.float(), size=(height, width), mode="nearest").long()[:, 0]
-    one_hot = F.one_hot(ids, NUM_CLASSES).permute(0, 3, 1, 2).float()
-    edge = torch.zeros_like(ids, dtype=torch.bool)
-    dx = ids[:, :, 1:] != ids[:, :, :-1]
-    dy = ids[:, 1:, :] != ids[:, :-1, :]
-    edge[:, :, 1:] |= dx
-    edge[:, :, :-1] |= dx
-    edge[:, 1:, :] |= dy
-    edge[:, :-1, :] |= dy
-    return torch.cat([one_hot, edge[:, None].float()], dim=1)
+    # the edge channel marks class boundaries (each block is its own instance)
+    return semantic_input(ids, NUM_CLASSES, instances=ids)
 
 
 def init_weights(model: torch.nn.Module, generator: torch.Generator, std: float = 0.02) -> None:
@@ -197,26 +194,25 @@ def build_reference(script_util: types.ModuleType, flags: dict[str, Any]) -> tup
 
 
 # ---------------------------------------------------------------------------- timing
-def best_time(fn: Callable[[], Any], repeats: int, device: torch.device,
-              warmup: Callable[[], Any] | None | bool = None) -> tuple[float, Any]:
-    """A warm-up call (``warmup``; default ``fn``; ``False`` when the caller has just run the
-    same shapes and kernels), then the minimum wall time (s) over ``repeats`` calls of ``fn``;
-    also the output of the last call."""
+def time_rounds(cases: dict[str, Callable[[], Any]], repeats: int,
+                device: torch.device) -> tuple[dict[str, float], dict[str, Any]]:
+    """``repeats`` rounds, each running every case once in turn (so that load drifting over time,
+    e.g. other processes on a shared machine, hits all cases alike); returns the minimum wall
+    time (s) per case and each case's last output. The caller warms the cases up first."""
     def sync() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    if warmup is not False:
-        (warmup or fn)()
-        sync()
-    best = math.inf
+    best = {k: math.inf for k in cases}
+    outs: dict[str, Any] = {}
     for _ in range(repeats):
-        sync()
-        t0 = time.perf_counter()
-        out = fn()
-        sync()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
+        for key, fn in cases.items():
+            sync()
+            t0 = time.perf_counter()
+            outs[key] = fn()
+            sync()
+            best[key] = min(best[key], time.perf_counter() - t0)
+    return best, outs
 
 
 def autocast_ctx(dtype: torch.dtype | None, device: torch.device) -> contextlib.AbstractContextManager:
@@ -270,88 +266,81 @@ def run_config(name: str, steps: int, args: argparse.Namespace, device: torch.de
         ms_per_call={}, images_per_s={}, seconds_per_sample_run={}, max_abs_diff={},
     )
 
-    # ---- 1. network calls (the warm-up call fills the cache of the cached condition)
     def ours_forward(m: torch.nn.Module, x: torch.Tensor, cond: Any) -> Callable[[], torch.Tensor]:
         def f() -> torch.Tensor:
             with torch.inference_mode(), autocast_ctx(amp, device):
                 return m(x, t_net, cond)
         return f
 
-    sec, _ = best_time(ours_forward(model, x_T, y), reps, device,  # calibrate_output warmed it
-                       warmup=False if amp is None else None)
-    res["ms_per_call"]["ours_raw_y"] = 1e3 * sec
-    with torch.inference_mode():
-        cond = model.encode_condition(y)
-    sec, _ = best_time(ours_forward(model, x_T, cond), reps, device)
-    res["ms_per_call"]["ours_cached"] = 1e3 * sec
-    del cond
-
-    # ---- 2. sampling. Warm-up: one step (same shapes and code path) rather than a full run, to
-    # keep a CPU run affordable; none where the same shapes have just run (cache off after cache
-    # on; the reference's sampler after its network-call timing, the very same forward calls).
     def ours_sample(m: Any, y_: torch.Tensor, noise: torch.Tensor, cache: bool,
                     dtype: torch.dtype | None, start_step: int | None = None) -> Callable[[], torch.Tensor]:
         return lambda: diffusion.sample(m, y_, noise=noise, guidance_scale=s, method="ddim", eta=0.0,
                                         clip_denoised=True, cache_condition=cache, autocast=dtype,
                                         start_step=start_step)
 
-    samples: dict[str, torch.Tensor] = {}
-    for key, cache in (("ours_cache_on", True), ("ours_cache_off", False)):
-        sec, samples[key] = best_time(ours_sample(model, y, x_T, cache, amp), reps, device,
-                                      warmup=ours_sample(model, y, x_T, cache, amp, start_step=0)
-                                      if cache else False)
-        res["seconds_per_sample_run"][key] = sec
-        res["images_per_s"][key] = B / sec
+    with torch.inference_mode():
+        cond = model.encode_condition(y)
+    calls = {"ours_raw_y": ours_forward(model, x_T, y), "ours_cached": ours_forward(model, x_T, cond)}
+    runs = {"ours_cache_on": ours_sample(model, y, x_T, True, amp),
+            "ours_cache_off": ours_sample(model, y, x_T, False, amp)}
+    # Warm-ups: a network call (for the cached condition it fills the cache), and for sampling a
+    # one-step run (same shapes and code path) rather than a full one, to keep a CPU run
+    # affordable. The raw-y call was warmed by calibrate_output; cache off needs none after
+    # cache on (the same shapes and kernels at batch 2B), nor the reference's sampler after its
+    # network call (the very same forward calls).
+    warmups = [calls["ours_cached"], ours_sample(model, y, x_T, True, amp, start_step=0)]
+    if amp is not None:
+        warmups.append(calls["ours_raw_y"])
 
-    # ---- optional: channels-last
     if args.channels_last:
         model_cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
         y_cl = y.contiguous(memory_format=torch.channels_last)
         x_cl = x_T.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
-            cond = model_cl.encode_condition(y_cl)
-        sec, _ = best_time(ours_forward(model_cl, x_cl, cond), reps, device)
-        res["ms_per_call"]["ours_cached_channels_last"] = 1e3 * sec
-        del cond
-        sec, samples["ours_cache_on_channels_last"] = best_time(
-            ours_sample(model_cl, y_cl, x_cl, True, amp), reps, device,
-            warmup=ours_sample(model_cl, y_cl, x_cl, True, amp, start_step=0))
-        res["seconds_per_sample_run"]["ours_cache_on_channels_last"] = sec
-        res["images_per_s"]["ours_cache_on_channels_last"] = B / sec
-        del model_cl
+            cond_cl = model_cl.encode_condition(y_cl)
+        calls["ours_cached_channels_last"] = ours_forward(model_cl, x_cl, cond_cl)
+        runs["ours_cache_on_channels_last"] = ours_sample(model_cl, y_cl, x_cl, True, amp)
+        warmups += [calls["ours_cached_channels_last"], ours_sample(model_cl, y_cl, x_cl, True, amp, start_step=0)]
 
+    if script_util is not None:
+        ref_model, ref_diffusion = build_reference(script_util, flags)
+        ref_model.load_state_dict(model.state_dict(), strict=True)
+        ref_model.to(device).eval()
+        kwargs = {"y": y, "s": s}
+
+        def ref_forward() -> torch.Tensor:
+            with torch.no_grad():
+                return ref_model(x_T, t_net, y=y)
+
+        def ref_sample() -> torch.Tensor:
+            with torch.no_grad():
+                return ref_diffusion.ddim_sample_loop(ref_model, tuple(x_T.shape), noise=x_T,
+                                                      clip_denoised=True, model_kwargs=kwargs, progress=False)
+
+        calls["reference"], runs["reference"] = ref_forward, ref_sample
+        warmups.append(ref_forward)
+
+    for fn in warmups:
+        fn()
+
+    # ---- 1. network calls; 2. sampling
+    sec, call_outs = time_rounds(calls, reps, device)
+    res["ms_per_call"] = {k: 1e3 * v for k, v in sec.items()}
+    sec, samples = time_rounds(runs, reps, device)
+    res["seconds_per_sample_run"] = sec
+    res["images_per_s"] = {k: B / v for k, v in sec.items()}
     if script_util is None:
         res["x0_std"] = samples["ours_cache_on"].float().std().item()
         return res
 
-    # ---- the reference
-    ref_model, ref_diffusion = build_reference(script_util, flags)
-    ref_model.load_state_dict(model.state_dict(), strict=True)
-    ref_model.to(device).eval()
-    kwargs = {"y": y, "s": s}
-
-    def ref_forward() -> torch.Tensor:
-        with torch.no_grad():
-            return ref_model(x_T, t_net, y=y)
-
-    def ref_sample() -> torch.Tensor:
-        with torch.no_grad():
-            return ref_diffusion.ddim_sample_loop(ref_model, tuple(x_T.shape), noise=x_T, clip_denoised=True,
-                                                  model_kwargs=kwargs, progress=False)
-
-    sec, ref_out = best_time(ref_forward, reps, device)
-    res["ms_per_call"]["reference"] = 1e3 * sec
-    sec, ref_x0 = best_time(ref_sample, reps, device, warmup=False)
-    res["seconds_per_sample_run"]["reference"] = sec
-    res["images_per_s"]["reference"] = B / sec
     ref_ms, ref_ips = res["ms_per_call"]["reference"], res["images_per_s"]["reference"]
     res["speedup_call"] = {k: ref_ms / v for k, v in res["ms_per_call"].items() if k != "reference"}
     res["speedup_sampling"] = {k: v / ref_ips for k, v in res["images_per_s"].items() if k != "reference"}
-    del ref_model
 
     # ---- 3. agreement (float32; with --autocast the autocast samples are reported for information)
+    ref_x0 = samples.pop("reference")
     with torch.inference_mode():
-        res["max_abs_diff"]["network_call"] = max_diff(model(x_T, t_net, y), ref_out)
+        res["max_abs_diff"]["network_call"] = max_diff(model(x_T, t_net, y), call_outs["reference"])
     if amp is not None:
         for key, x0 in samples.items():
             res["max_abs_diff"][f"{key}[{args.autocast}]"] = max_diff(x0, ref_x0)
@@ -434,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
                         + ", ".join(f"{k} {v}" for k, v in DEFAULT_STEPS.items()))
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance scale s")
-    p.add_argument("--repeats", type=int, default=3, help="timed runs after the warm-up; min is kept")
+    p.add_argument("--repeats", type=int, default=3, help="timed rounds after the warm-ups (each runs every variant once); the min is kept")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: as is)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--autocast", default="none", choices=list(AUTOCAST), help="ours only, GPU only")
@@ -471,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
         device_desc = f"cuda ({torch.cuda.get_device_name(device)}), {precision}"
     else:
         device_desc = f"cpu, {torch.get_num_threads()} threads, float32"
-    print(f"torch {torch.__version__}, {device_desc}, min of {args.repeats} runs after a warm-up, "
+    print(f"torch {torch.__version__}, {device_desc}, min of {args.repeats} interleaved rounds after warm-ups, "
           f"reference: {args.reference_repo or 'not given (ours only)'}")
 
     results = []

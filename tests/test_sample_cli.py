@@ -117,3 +117,12 @@ def test_gesco_system_noiseless_paths():
     assert out["images"].shape == (2, 3, 32, 64)
     with pytest.raises(ValueError, match="pass instances"):
         system.transmit(labels, None)
+
+
+def test_sample_type_conflict_and_bad_snr(gesco_files, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        sample_main(verbatim(gesco_files, tmp_path / "a", extra=["--sample_type", "ddpm_noisy"]))
+    assert "contradicts --use_ddim True" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        sample_main(verbatim(gesco_files, tmp_path / "b", snr="ten"))
+    assert "expected dB values" in capsys.readouterr().err

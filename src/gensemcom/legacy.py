@@ -24,7 +24,7 @@ from typing import Any, Mapping, Sequence
 from .diffusion.gaussian import DiffusionConfig, GaussianDiffusion
 from .models.semantic_unet import SemanticUNet, SemanticUNetConfig
 
-__all__ = ["LEGACY_DEFAULTS", "LegacyFlagWarning", "parse_flags", "config_from_flags",
+__all__ = ["LEGACY_DEFAULTS", "LegacyFlagWarning", "boolean", "parse_flags", "config_from_flags",
            "model_and_diffusion_from_flags", "default_channel_mult"]
 
 #: guided-diffusion/GESCO ``model_and_diffusion_defaults()`` (with ``diffusion_defaults()``).
@@ -43,14 +43,26 @@ class LegacyFlagWarning(UserWarning):
     """A legacy flag combination that builds something other than what users usually mean."""
 
 
-def _to_bool(name: str, v: Any) -> bool:
+_TRUE, _FALSE = ("true", "t", "yes", "y", "1"), ("false", "f", "no", "n", "0")
+
+
+def boolean(v: Any) -> bool:
+    """A guided-diffusion boolean flag value ("True"/"False", "1"/"0", bool) -> bool
+    (usable as an argparse ``type``: its name makes argparse say "invalid boolean value")."""
     if isinstance(v, bool):
         return v
     if isinstance(v, (int, float)) and v in (0, 1):
         return bool(v)
-    if isinstance(v, str) and v.strip().lower() in ("true", "t", "yes", "y", "1", "false", "f", "no", "n", "0"):
-        return v.strip().lower() in ("true", "t", "yes", "y", "1")
-    raise ValueError(f"flag {name}: expected a boolean ('True'/'False'), got {v!r}")
+    if isinstance(v, str) and v.strip().lower() in _TRUE + _FALSE:
+        return v.strip().lower() in _TRUE
+    raise ValueError(f"expected a boolean ('True'/'False'), got {v!r}")
+
+
+def _to_bool(name: str, v: Any) -> bool:
+    try:
+        return boolean(v)
+    except ValueError as e:
+        raise ValueError(f"flag {name}: {e}") from None
 
 
 def _coerce(name: str, v: Any) -> Any:

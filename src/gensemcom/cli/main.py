@@ -25,7 +25,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"gensemcom: unknown command {name!r}; commands: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
     module = importlib.import_module(f"gensemcom.cli.{name}")
-    return int(module.main(rest) or 0)
+    try:
+        return int(module.main(rest) or 0)
+    except (ValueError, FileNotFoundError) as e:
+        # our errors name the problem; a traceback from deep inside would only hide it
+        print(f"gensemcom {name}: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

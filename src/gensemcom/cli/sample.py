@@ -37,15 +37,17 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..legacy import LEGACY_DEFAULTS, config_from_flags
+from ..legacy import LEGACY_DEFAULTS, boolean, config_from_flags
 from ..models.io import atomic_write
 
 #: GESCO image_sample.py flags that are not model/diffusion flags.
 GESCO_SAMPLE_DEFAULTS: dict[str, Any] = dict(
     data_dir="", dataset_mode="", clip_denoised=True, num_samples=10000, batch_size=1,
     use_ddim=False, model_path="", results_path="", is_train=False, s=1.0, snr="100",
-    pool="med", add_noise=False, noise_to="semantics",
+    pool="fds", add_noise=False, noise_to="semantics",
 )
+# GESCO's own default --pool is "med", but its sampler always applies the avg3->max3 filter;
+# "fds" is what it did. --use_ddim defaults to None here only to tell "given" from "default".
 
 #: Q-GESCO quant_sampling.py flags about quantisation (Q-GESCO lands with its own issue).
 QGESCO_QUANT_FLAGS = {
@@ -57,23 +59,15 @@ QGESCO_QUANT_FLAGS = {
 }
 
 
-def _bool(v: str) -> bool:
-    s = v.strip().lower()
-    if s in ("true", "t", "yes", "1"):
-        return True
-    if s in ("false", "f", "no", "0"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected True or False, got {v!r}")
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gensemcom sample", description=__doc__.split("\n\n")[0])
     g = p.add_argument_group("GESCO image_sample.py flags")
     for k, v in GESCO_SAMPLE_DEFAULTS.items():
-        g.add_argument(f"--{k}", type=_bool if isinstance(v, bool) else type(v), default=v)
+        g.add_argument(f"--{k}", type=boolean if isinstance(v, bool) else type(v),
+                       default=None if k == "use_ddim" else v)
     m = p.add_argument_group("model and diffusion flags (guided-diffusion names; not with --checkpoint)")
     for k, v in LEGACY_DEFAULTS.items():
-        m.add_argument(f"--{k}", type=_bool if isinstance(v, bool) else type(v), default=None)
+        m.add_argument(f"--{k}", type=boolean if isinstance(v, bool) else type(v), default=None)
     q = p.add_argument_group("Q-GESCO quant_sampling.py flags")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--logdir", default=None, help="Q-GESCO's output folder (same as --results_path)")
@@ -133,9 +127,8 @@ def _resolve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[
     method = "ddim" if args.use_ddim else "ddpm"
     if args.sample_type is not None:
         st = "ddim" if args.sample_type == "generalized" else "ddpm"
-        if "--use_ddim" in sys.argv or args.use_ddim:
-            if st != method:
-                _fail(parser, f"--sample_type {args.sample_type} contradicts --use_ddim {args.use_ddim}")
+        if args.use_ddim is not None and st != method:
+            _fail(parser, f"--sample_type {args.sample_type} contradicts --use_ddim {args.use_ddim}")
         method = st
     eta = 0.0 if args.eta is None else args.eta
     if eta != 0.0 and method != "ddim":
@@ -152,7 +145,10 @@ def _resolve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[
     snrs = []
     for s in args.snr.split(","):
         s = s.strip()
-        snrs.append(math.inf if s.lower() in ("inf", "infinity") else float(s))
+        try:
+            snrs.append(math.inf if s.lower() in ("inf", "infinity") else float(s))
+        except ValueError:
+            _fail(parser, f"--snr {args.snr!r}: expected dB values separated by commas, e.g. 20,10,5 or inf")
     if args.channel == "legacy":
         from ..channels.legacy import GESCO_SNR_TABLE
 

@@ -27,7 +27,7 @@ from typing import Any, Sequence
 
 import torch
 
-from ..legacy import LEGACY_DEFAULTS, config_from_flags
+from ..legacy import LEGACY_DEFAULTS, boolean, config_from_flags
 from ..train import TrainConfig, Trainer
 
 #: GESCO image_train.py flags that are not model/diffusion flags, with their defaults.
@@ -40,26 +40,17 @@ GESCO_TRAIN_DEFAULTS: dict[str, Any] = dict(
 )
 
 
-def _bool(v: str) -> bool:
-    s = v.strip().lower()
-    if s in ("true", "t", "yes", "1"):
-        return True
-    if s in ("false", "f", "no", "0"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected True or False, got {v!r}")
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gensemcom train", description="Train a GESCO semantic diffusion model.")
     g = p.add_argument_group("GESCO image_train.py flags")
     for k, v in GESCO_TRAIN_DEFAULTS.items():
-        g.add_argument(f"--{k}", type=_bool if isinstance(v, bool) else type(v), default=v)
+        g.add_argument(f"--{k}", type=boolean if isinstance(v, bool) else type(v), default=v)
     m = p.add_argument_group("model and diffusion flags (guided-diffusion names)")
     for k, v in LEGACY_DEFAULTS.items():
         if k in GESCO_TRAIN_DEFAULTS:
             continue
         default = True if k == "one_hot_label" else v
-        m.add_argument(f"--{k}", type=_bool if isinstance(v, bool) else type(v), default=default)
+        m.add_argument(f"--{k}", type=boolean if isinstance(v, bool) else type(v), default=default)
     o = p.add_argument_group("gensemcom options")
     o.add_argument("--out", default=None, help="run folder (default: --checkpoint_dir or runs/gesco)")
     o.add_argument("--steps", type=int, default=None, help="optimiser steps (default: lr_anneal_steps or 10000)")

@@ -29,6 +29,8 @@ __all__ = ["CheckpointMismatchError", "read_state_dict", "load_checkpoint", "dia
            "save_pretrained", "load_pretrained", "atomic_write"]
 
 WEIGHTS_NAME = "model.safetensors"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 CONFIG_NAME = "config.json"
 
 
@@ -163,6 +165,7 @@ def atomic_write(path: str | os.PathLike, write: Any) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual mode
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -170,8 +173,11 @@ def atomic_write(path: str | os.PathLike, write: Any) -> None:
 
 
 def save_pretrained(directory: str | os.PathLike, model: SemanticUNet, diffusion: Any = None,
-                    extra: dict[str, Any] | None = None) -> Path:
-    """Write ``model.safetensors`` and ``config.json`` (model + diffusion config) to a folder."""
+                    extra: dict[str, Any] | None = None, dtype: torch.dtype | None = None) -> Path:
+    """Write ``model.safetensors`` and ``config.json`` (model + diffusion config) to a folder.
+
+    ``dtype`` (e.g. ``torch.float16``) stores the floating-point weights in that type (half the
+    size); :func:`load_pretrained` loads them into a float32 model."""
     directory = Path(directory)
     config: dict[str, Any] = {"format": "gensemcom", "version": 1, "model": model.config.to_dict()}
     dcfg = getattr(diffusion, "config", None)
@@ -179,7 +185,10 @@ def save_pretrained(directory: str | os.PathLike, model: SemanticUNet, diffusion
         config["diffusion"] = dcfg.to_dict()
     if extra:
         config.update(extra)
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    tensors = {k: v.detach().to("cpu", dtype=dtype if dtype is not None and v.is_floating_point() else v.dtype)
+               .contiguous() for k, v in model.state_dict().items()}
+    if dtype is not None:
+        config["stored_dtype"] = str(dtype).replace("torch.", "")
     atomic_write(directory / WEIGHTS_NAME, lambda p: save_file(tensors, p, metadata={"format": "pt"}))
     atomic_write(directory / CONFIG_NAME,
                  lambda p: Path(p).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n"))
