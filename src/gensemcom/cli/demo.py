@@ -26,10 +26,10 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 
 from ..data.synthetic import SyntheticScenes
 from ..diffusion import DiffusionConfig, GaussianDiffusion
+from ..imageio import save_png, to_uint8
 from ..models.io import atomic_write, load_pretrained
 from ..semantics import colorize
 from ..systems.gesco import GESCO
@@ -62,10 +62,6 @@ def colour_agreement(images: torch.Tensor, labels: torch.Tensor, means: torch.Te
     return (d.argmin(-1) == labels).float().mean(dim=(1, 2))
 
 
-def _u8(x: torch.Tensor) -> np.ndarray:
-    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="gensemcom demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="out/demo", help="output folder (default: out/demo)")
@@ -96,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     x_T = torch.randn((args.images, 3, height, width), generator=gen)
 
     y = system.transmit(labels, inst)
-    columns = [[_u8(it["image"]) for it in items], list(np.asarray(colorize(labels, "synthetic")))]
+    columns = [[to_uint8(it["image"]) for it in items], list(np.asarray(colorize(labels, "synthetic")))]
     per_snr = {}
     for snr in snrs:
         sent = system.send(y, snr, torch.Generator().manual_seed(args.seed + 1))
@@ -112,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "regenerated_colour_agreement": float(agree.mean()),
             "seconds": round(seconds, 3),
         }
-        columns += [list(np.asarray(colorize(received_ids, "synthetic"))), [_u8(im) for im in images]]
+        columns += [list(np.asarray(colorize(received_ids, "synthetic"))), [to_uint8(im) for im in images]]
 
     # the same sampling without the SPADE cache: equal images, slower
     t0 = time.perf_counter()
@@ -124,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     gap = np.full((height, 4, 3), 255, np.uint8)
     rows = [np.concatenate([x for col in columns for x in (col[r], gap)][:-1], axis=1) for r in range(args.images)]
     grid = np.concatenate([x for r in rows for x in (r, np.full((4, r.shape[1], 3), 255, np.uint8))][:-1], axis=0)
-    atomic_write(out / "grid.png", lambda q: Image.fromarray(grid).save(q, format="PNG"))
+    save_png(out / "grid.png", grid)
     result = {
         "command": "gensemcom demo", "seed": args.seed, "checkpoint": str(ckpt), "images": args.images,
         "image_hw": [height, width], "channel": "awgn (Es/N0 per complex channel use, power normalised per image)",

@@ -35,9 +35,9 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 
 from ..legacy import LEGACY_DEFAULTS, boolean, config_from_flags
+from ..imageio import save_png, to_uint8
 from ..models.io import atomic_write
 
 #: GESCO image_sample.py flags that are not model/diffusion flags.
@@ -209,17 +209,6 @@ def _load_model(parser: argparse.ArgumentParser, args: argparse.Namespace):
     return model, GaussianDiffusion.from_config(dcfg), num_classes
 
 
-def _png(path: Path, array: np.ndarray | torch.Tensor) -> None:
-    if isinstance(array, torch.Tensor):
-        array = array.cpu().numpy()
-    atomic_write(path, lambda p: Image.fromarray(array).save(p, format="PNG"))
-
-
-def _image_u8(x: torch.Tensor) -> np.ndarray:
-    """(3, H, W) in [-1, 1] -> (H, W, 3) uint8."""
-    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -287,40 +276,39 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     palette = args.dataset_mode if args.dataset_mode in ("synthetic", "cityscapes") else None
     n = settings["num_samples"]
-    names = [Path(str(dataset[i].get("path", f"{i:05d}"))).stem or f"{i:05d}" for i in range(n)]
     results: dict[str, Any] = {"settings": settings, "per_snr": {}}
+    keys = ["inf" if math.isinf(v) else f"{v:g}" for v in s["snrs"]]
+    uses: dict[str, list[float]] = {k: [] for k in keys}
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=n * len(s["snrs"]), desc="sampling", unit="img", disable=args.no_progress)
-    for si, snr in enumerate(s["snrs"]):
-        key = "inf" if math.isinf(snr) else f"{snr:g}"
-        uses: list[float] = []
-        for b0 in range(0, n, args.batch_size):
-            idx = list(range(b0, min(b0 + args.batch_size, n)))
-            todo = [i for i in idx if not (out / f"snr_{key}" / f"{names[i]}.png").is_file()]
-            items = [dataset[i] for i in idx]
-            labels = torch.stack([it["label"] for it in items])
-            inst = torch.stack([it["instance"] for it in items]) if with_edges else None
-            y = system.transmit(labels, inst)
+    bar = tqdm(total=n * len(keys), desc="sampling", unit="img", disable=args.no_progress)
+    for b0 in range(0, n, args.batch_size):
+        idx = list(range(b0, min(b0 + args.batch_size, n)))
+        items = [dataset[i] for i in idx]  # read once, sent at every SNR
+        names = [Path(str(it.get("path", f"{i:05d}"))).stem or f"{i:05d}" for i, it in zip(idx, items)]
+        labels = torch.stack([it["label"] for it in items])
+        inst = torch.stack([it["instance"] for it in items]) if with_edges else None
+        y = system.transmit(labels, inst)
+        for j, name in enumerate(names):
+            if not (out / "original" / f"{name}.png").is_file():
+                save_png(out / "original" / f"{name}.png", to_uint8(items[j]["image"]))
+                save_png(out / "label" / f"{name}.png", colorize(labels[j:j + 1], palette)[0])
+        for si, (snr, key) in enumerate(zip(s["snrs"], keys)):
             gen = torch.Generator().manual_seed(args.seed * 1_000_003 + b0 * 1009 + si)
             sent = system.send(y, snr, gen)
-            uses.extend(torch.as_tensor(sent.channel_uses_per_pixel, dtype=torch.float64).flatten().tolist())
-            if not todo:
-                bar.update(len(idx))
-                continue
-            x_T = torch.randn((len(idx), 3, *y.shape[2:]), generator=gen)
-            x0 = system.receive(sent.received, gen, noise=x_T)
-            received_ids = sent.received[:, :num_classes].argmax(1)
-            for j, i in enumerate(idx):
-                if i not in todo:  # finished by an earlier (killed) run: same numbers, keep it
-                    continue
-                _png(out / f"snr_{key}" / f"{names[i]}.png", _image_u8(x0[j]))
-                _png(out / f"received_snr_{key}" / f"{names[i]}.png", colorize(received_ids[j:j + 1], palette)[0])
-                if si == 0:
-                    _png(out / "original" / f"{names[i]}.png", _image_u8(items[j]["image"]))
-                    _png(out / "label" / f"{names[i]}.png", colorize(labels[j:j + 1], palette)[0])
+            uses[key].extend(torch.as_tensor(sent.channel_uses_per_pixel, dtype=torch.float64).flatten().tolist())
+            todo = [j for j, name in enumerate(names) if not (out / f"snr_{key}" / f"{name}.png").is_file()]
+            if todo:
+                x_T = torch.randn((len(idx), 3, *y.shape[2:]), generator=gen)
+                x0 = system.receive(sent.received, gen, noise=x_T)
+                received_ids = sent.received[:, :num_classes].argmax(1)
+                for j in todo:  # the others were finished by an earlier (killed) run: same numbers
+                    save_png(out / f"snr_{key}" / f"{names[j]}.png", to_uint8(x0[j]))
+                    save_png(out / f"received_snr_{key}" / f"{names[j]}.png",
+                             colorize(received_ids[j:j + 1], palette)[0])
             bar.update(len(idx))
-        results["per_snr"][key] = {"channel_uses_per_pixel": float(np.mean(uses)) if uses else None,
+    for key in keys:
+        results["per_snr"][key] = {"channel_uses_per_pixel": float(np.mean(uses[key])) if uses[key] else None,
                                    "folder": f"snr_{key}"}
     bar.close()
     atomic_write(out / "results.json", lambda p: Path(p).write_text(json.dumps(results, indent=2) + "\n"))

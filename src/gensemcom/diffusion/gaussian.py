@@ -176,6 +176,7 @@ class GaussianDiffusion:
             "posterior_mean_coef2": (1.0 - ac_prev) * np.sqrt(1.0 - b) / (1.0 - ac),
             "fixed_large_variance": np.append(post_var_1, b[1:]),
             "log_fixed_large_variance": np.log(np.append(post_var_1, b[1:])),
+            "timesteps": np.asarray(self.timesteps, dtype=np.int64),
         }
         self.alphas_cumprod = ac
         self._tables: dict[tuple[str, torch.device], torch.Tensor] = {}
@@ -212,7 +213,7 @@ class GaussianDiffusion:
 
     def model_timesteps(self, t: torch.Tensor) -> torch.Tensor:
         """Respaced indices -> what the network is called with (original timesteps)."""
-        mapped = torch.as_tensor(self.timesteps, device=t.device, dtype=torch.long)[t]
+        mapped = self._table("timesteps", t.device)[t]
         if self.rescale_timesteps:
             return mapped.float() * (1000.0 / self.original_num_steps)
         return mapped
