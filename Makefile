@@ -6,6 +6,10 @@ PY := $(VENV)/bin/python
 .PHONY: demo test bench install
 
 $(VENV)/.installed: pyproject.toml constraints.txt
+	@# the real photos of the demo (Debian's labelme-examples); without root or apt the demo notes and skips them
+	@dpkg -s labelme-examples >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		(apt-get install -y -q labelme-examples >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q labelme-examples >/dev/null 2>&1)) ; } || \
+		echo "note: labelme-examples not installed (sudo apt-get install labelme-examples); the demo will skip its photos"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e ".[test]"
@@ -21,3 +25,4 @@ test: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_sampling.py
+	$(PY) benchmarks/bench_sweep.py

@@ -33,3 +33,10 @@ __all__ = [
     "GESCO_SNR_TABLE", "POOLS", "LegacyGescoChannel", "SemanticChannelOutput", "SemanticMapChannel",
     "fds_denoise", "gesco_noise_std", "median_pool3x3", "transmitted_channels",
 ]
+
+# coded digital link (5G NR LDPC via Sionna, imported lazily) and the ideal capacity link
+from .coded import (CODED_CHANNELS, LDPCLink, LinkResult, MCS, MCS_PRESETS, capacity_bits, capacity_uses,
+                    get_mcs)
+
+__all__ += ["CODED_CHANNELS", "LDPCLink", "LinkResult", "MCS", "MCS_PRESETS", "capacity_bits", "capacity_uses",
+            "get_mcs"]

@@ -10,6 +10,10 @@ COMMANDS = {
     "demo": "small end-to-end sampling example (semantic map -> diffusion sampling -> PNG + JSON)",
     "train": "train a GESCO model (accepts GESCO's image_train.py flags; torchrun for several processes)",
     "sample": "maps -> channel at one or several SNRs -> regenerated images (accepts image_sample.py flags)",
+    "evaluate": "sweep systems x datasets x channels x SNRs into a results JSON (resumable, torchrun-shardable)",
+    "plot": "metric-vs-SNR, rate-distortion and image-grid PNGs from sweep results",
+    "train_jscc": "train the Deep JSCC baseline on synthetic scenes",
+    "train_segmenter": "train the small segmenter used for mIoU on synthetic scenes",
 }
 
 
@@ -20,7 +24,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, what in COMMANDS.items():
             print(f"  {name:10s} {what}")
         return 0 if argv else 2
-    name, rest = argv[0], argv[1:]
+    name, rest = argv[0].replace("-", "_"), argv[1:]
     if name not in COMMANDS:
         print(f"gensemcom: unknown command {name!r}; commands: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2

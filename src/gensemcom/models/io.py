@@ -8,6 +8,9 @@
   flag that probably differs.
 - :func:`save_pretrained` / :func:`load_pretrained` write and read a folder with
   ``model.safetensors`` and ``config.json`` (the network and diffusion constructor arguments).
+- :func:`save_module` / :func:`load_module` do the same for any other network whose constructor
+  takes one config (DeepJSCC, the segmenter): ``config.json`` holds ``"kind"`` and the config's
+  ``to_dict()`` under ``"model"``, and the loader rebuilds the network with a factory.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -26,7 +29,8 @@ from torch import nn
 from .semantic_unet import SemanticUNet, SemanticUNetConfig
 
 __all__ = ["CheckpointMismatchError", "read_state_dict", "load_checkpoint", "diagnose_mismatch",
-           "save_pretrained", "load_pretrained", "atomic_write"]
+           "save_pretrained", "load_pretrained", "save_module", "load_module", "read_config",
+           "atomic_write"]
 
 WEIGHTS_NAME = "model.safetensors"
 _UMASK = os.umask(0)
@@ -172,6 +176,18 @@ def atomic_write(path: str | os.PathLike, write: Any) -> None:
             os.unlink(tmp)
 
 
+def _write_folder(directory: Path, module: nn.Module, config: dict[str, Any],
+                  dtype: torch.dtype | None) -> None:
+    """Write ``module``'s weights (floating point ones in ``dtype`` if given) and ``config``."""
+    tensors = {k: v.detach().to("cpu", dtype=dtype if dtype is not None and v.is_floating_point() else v.dtype)
+               .contiguous() for k, v in module.state_dict().items()}
+    if dtype is not None:
+        config["stored_dtype"] = str(dtype).replace("torch.", "")
+    atomic_write(directory / WEIGHTS_NAME, lambda p: save_file(tensors, p, metadata={"format": "pt"}))
+    atomic_write(directory / CONFIG_NAME,
+                 lambda p: Path(p).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n"))
+
+
 def save_pretrained(directory: str | os.PathLike, model: SemanticUNet, diffusion: Any = None,
                     extra: dict[str, Any] | None = None, dtype: torch.dtype | None = None) -> Path:
     """Write ``model.safetensors`` and ``config.json`` (model + diffusion config) to a folder.
@@ -185,14 +201,63 @@ def save_pretrained(directory: str | os.PathLike, model: SemanticUNet, diffusion
         config["diffusion"] = dcfg.to_dict()
     if extra:
         config.update(extra)
-    tensors = {k: v.detach().to("cpu", dtype=dtype if dtype is not None and v.is_floating_point() else v.dtype)
-               .contiguous() for k, v in model.state_dict().items()}
-    if dtype is not None:
-        config["stored_dtype"] = str(dtype).replace("torch.", "")
-    atomic_write(directory / WEIGHTS_NAME, lambda p: save_file(tensors, p, metadata={"format": "pt"}))
-    atomic_write(directory / CONFIG_NAME,
-                 lambda p: Path(p).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n"))
+    _write_folder(directory, model, config, dtype)
     return directory
+
+
+def save_module(directory: str | os.PathLike, module: nn.Module, config_dict: dict[str, Any], kind: str,
+                extra: dict[str, Any] | None = None, dtype: torch.dtype | None = None) -> Path:
+    """Save any network as ``model.safetensors`` + ``config.json`` in ``directory``.
+
+    Args:
+        module: the network; its ``state_dict()`` is stored.
+        config_dict: JSON-able constructor settings (e.g. ``module.config.to_dict()``), stored
+            under ``"model"``.
+        kind: what the folder holds (e.g. ``"deepjscc"``); :func:`load_module` checks it.
+        extra: more JSON-able top-level entries (training steps, metrics, ...).
+        dtype: store floating-point weights in this type (``torch.float16`` halves the size);
+            they are loaded back into the float32 network.
+    """
+    directory = Path(directory)
+    config: dict[str, Any] = {"format": "gensemcom", "version": 1, "kind": kind, "model": dict(config_dict)}
+    if extra:
+        config.update(extra)
+    _write_folder(directory, module, config, dtype)
+    return directory
+
+
+def read_config(directory: str | os.PathLike) -> dict[str, Any]:
+    """The ``config.json`` of a saved folder; FileNotFoundError naming what is missing."""
+    directory = Path(directory)
+    cfg_path, w_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
+    if not directory.is_dir():
+        raise FileNotFoundError(f"model folder not found: {directory}")
+    for p in (cfg_path, w_path):
+        if not p.is_file():
+            raise FileNotFoundError(f"{directory} is not a saved gensemcom model: missing {p.name}")
+    config = json.loads(cfg_path.read_text())
+    if not isinstance(config, dict) or "model" not in config:
+        raise ValueError(f"{cfg_path} has no 'model' section")
+    return config
+
+
+def load_module(directory: str | os.PathLike, factory: Callable[[dict[str, Any]], nn.Module],
+                kind: str | None = None, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Read a folder written by :func:`save_module` -> ``(module in eval mode, config.json)``.
+
+    Args:
+        factory: builds the (float32) network from the stored ``config["model"]`` dict, e.g.
+            ``lambda d: DeepJSCC(DeepJSCCConfig.from_dict(d))``.
+        kind: when given, the folder's ``"kind"`` must equal it (ValueError otherwise).
+    """
+    config = read_config(directory)
+    stored = config.get("kind")
+    if kind is not None and stored != kind:
+        raise ValueError(f"{directory} holds a {stored or 'semantic diffusion'!r} model, not a {kind!r} one")
+    module = factory(config["model"])
+    load_checkpoint(module, Path(directory) / WEIGHTS_NAME)
+    module.to(device).eval()
+    return module, config
 
 
 def load_pretrained(directory: str | os.PathLike, device: str | torch.device = "cpu"):
@@ -207,6 +272,9 @@ def load_pretrained(directory: str | os.PathLike, device: str | torch.device = "
     config = json.loads(cfg_path.read_text())
     if "model" not in config:
         raise ValueError(f"{cfg_path} has no 'model' section")
+    if config.get("kind", "semantic_unet") != "semantic_unet":
+        raise ValueError(f"{directory} holds a {config['kind']!r} model, not a semantic diffusion model; "
+                         "load it with that model's own loader")
     model = SemanticUNet(SemanticUNetConfig.from_dict(config["model"]))
     load_checkpoint(model, w_path)
     model.to(device).eval()

@@ -35,8 +35,9 @@ from torch import nn
 from ..channels import LegacyGescoChannel, SemanticChannelOutput, SemanticMapChannel, make_channel
 from ..diffusion.gaussian import GaussianDiffusion
 from ..semantics import semantic_input
+from .base import Batch, System, SystemOutput
 
-__all__ = ["GESCO", "MAP_CHANNELS", "map_channel"]
+__all__ = ["GESCO", "GESCOSystem", "MAP_CHANNELS", "map_channel"]
 
 MAP_CHANNELS = ("awgn", "rayleigh", "rician", "legacy", "none")
 
@@ -127,3 +128,67 @@ class GESCO:
         images = self.receive(sent.received, generator, noise=noise)
         return {"images": images, "sent": y, "received": sent.received,
                 "channel_uses": sent.channel_uses, "channel_uses_per_pixel": sent.channel_uses_per_pixel}
+
+
+class GESCOSystem(System):
+    """GESCO behind the sweep interface (:class:`gensemcom.systems.base.System`).
+
+    With a ``gesco`` model it regenerates images from the received map; with ``gesco=None`` it is
+    the map link alone (``"gesco-map"``: one-hot map + edges over the channel, FDS denoising),
+    usable on any label space, e.g. photos whose classes no bundled model knows.
+
+    Args:
+        gesco: a :class:`GESCO` (its ``channel`` field is ignored: the sweep names the channel).
+        has_edges: without a model, whether the instance-edge channel is sent (the map link then
+            takes the label space of each batch).
+        pool, k_factor: the receiver's denoising and the Rician K (see :func:`map_channel`).
+    """
+
+    channels = ("awgn", "rayleigh", "legacy")
+
+    def __init__(self, gesco: GESCO | None = None, *, has_edges: bool = True, pool: str = "fds",
+                 k_factor: float = 3.0) -> None:
+        self.gesco = gesco
+        self.num_classes: int | None = None
+        if gesco is not None:
+            self.num_classes, has_edges, pool = gesco.num_classes, gesco.has_edges, gesco.pool
+        self.has_edges, self.pool, self.k_factor = has_edges, pool, k_factor
+        self.name = "gesco" if gesco is not None else "gesco-map"
+        self.stochastic = gesco is not None
+
+    def compatible(self, batch: Batch) -> str | None:
+        if self.num_classes is not None and batch.num_classes != self.num_classes:
+            return f"{self.name} takes {self.num_classes} classes, the data has {batch.num_classes}"
+        if self.has_edges and batch.instances is None:
+            return f"{self.name} sends instance edges but the data has no instance maps"
+        return None
+
+    def config(self) -> dict[str, Any]:
+        cfg: dict[str, Any] = {"system": self.name, "edges": self.has_edges,
+                               "pool": self.pool}
+        if self.gesco is not None:
+            g = self.gesco
+            cfg.update(guidance_scale=g.guidance_scale, method=g.method, eta=g.eta,
+                       num_classes=g.num_classes, steps=len(g.diffusion.timesteps), clip_denoised=g.clip_denoised,
+                       model=g.model.config.to_dict())
+        return cfg
+
+    def run(self, batch: Batch, channel: str, snr_db: float,
+            generator: torch.Generator | None = None) -> SystemOutput:
+        self.check_channel(channel)
+        reason = self.compatible(batch)
+        if reason:
+            raise ValueError(reason)
+        labels = batch.labels.clone()
+        # unlabelled pixels carry no class: send them as background (class 0), as GESCO's loaders do
+        labels[labels == batch.ignore_index] = 0
+        y = semantic_input(labels, batch.num_classes, instances=batch.instances if self.has_edges else None)
+        ch = map_channel(channel, snr_db, pool=self.pool, has_edges=self.has_edges, k_factor=self.k_factor)
+        sent = ch(y, generator=generator)
+        received_ids = sent.received[:, :batch.num_classes].argmax(1)
+        images = None
+        if self.gesco is not None:
+            noise = torch.randn((y.shape[0], 3, *y.shape[2:]), generator=generator)
+            images = self.gesco.receive(sent.received, generator, noise=noise).cpu()
+        return SystemOutput(images=images, labels=received_ids, channel_uses=sent.channel_uses.to(torch.float64),
+                            info={"noise": "legacy table std" if channel == "legacy" else "Es/N0 per complex use"})
