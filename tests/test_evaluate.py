@@ -188,3 +188,17 @@ def test_unsupported_and_incompatible_pairs_are_recorded(tmp_path):
     why = {(s["system"], s["channel"]): s["reason"] for s in res["skipped"]}
     assert "legacy" in why[("jpeg+capacity", "legacy")]
     assert ("gesco-map", "legacy") not in why
+
+
+def test_registry_names_and_errors():
+    o = SystemOptions(bandwidth=0.25, mcs="qpsk-1/2")
+    s = build_system("webp+ldpc", o)
+    assert s.config()["codec"] == "webp" and s.config()["bandwidth"] == 0.25
+    assert build_system("hevc+capacity", o).config()["link"] == "capacity"
+    assert build_system("map+ldpc:64qam-2/3", o).config()["link"] == "ldpc"
+    with pytest.raises(ValueError, match="unknown system 'gsco'"):
+        build_system("gsco", o)
+    with pytest.raises(ValueError, match="unknown link 'ldcp'"):
+        build_system("jpeg+ldcp", o)
+    with pytest.raises(ValueError, match="codec"):
+        build_system("gif+ldpc", o)

@@ -589,3 +589,23 @@ def test_rate_closed_forms():
         bits_per_pixel(10, 0, 5)
     with pytest.raises(ValueError, match="non-negative"):
         channel_uses_per_pixel(-1, 4, 4)
+
+
+def test_missing_predictions_are_misses_not_false_positives():
+    """A lost map (all 255) counts against every class it should have shown, for no other class."""
+    from gensemcom.metrics import ConfusionMatrix, confusion_matrix, miou_per_image
+
+    target = torch.tensor([[0, 0, 1, 1, 2, 2]])
+    pred = torch.tensor([[0, 255, 1, 255, 2, 1]])
+    m = confusion_matrix(pred, target, 3, ignore_index=None, missing=255)
+    assert m.tolist() == [[1, 0, 0, 1], [0, 1, 0, 1], [0, 1, 1, 0]]
+    cm = ConfusionMatrix(3, None, missing=255).update(pred, target)
+    # class 0: TP 1, FN 1 -> 1/2; class 1: TP 1, FN 1, FP 1 -> 1/3; class 2: TP 1, FN 1 -> 1/2
+    assert cm.iou().tolist() == pytest.approx([1 / 2, 1 / 3, 1 / 2])
+    assert miou_per_image(pred, target, 3, None, missing=255).tolist() == pytest.approx([4 / 9])
+    lost = torch.full_like(target, 255)
+    assert miou_per_image(lost, target, 3, None, missing=255).tolist() == [0.0]
+    back = ConfusionMatrix.from_list(cm.to_list(), None, missing=255)
+    assert back.miou() == pytest.approx(cm.miou())
+    with pytest.raises(ValueError, match="is a class id"):
+        confusion_matrix(pred, target, 3, missing=1)

@@ -355,7 +355,8 @@ class Sweep:
         ref = _to01(batch.images)
         metrics: dict[str, list] = {}
         conf_seg = ConfusionMatrix(data.num_classes, data.ignore_index)
-        conf_map = ConfusionMatrix(data.num_classes, data.ignore_index)
+        # a lost map arrives as all ignore_index: misses of every class, false positives of none
+        conf_map = ConfusionMatrix(data.num_classes, data.ignore_index, missing=data.ignore_index)
         has_images = outputs[0].images is not None
         if has_images:
             for name in ("psnr", "ssim", "ms_ssim") + (("lpips",) if self._lpips else ()) + (("miou",) if seg else ()):
@@ -376,7 +377,8 @@ class Sweep:
         if outputs[0].labels is not None:
             metrics["map_miou"] = []
             for o in outputs:
-                metrics["map_miou"].append(_floats(miou_per_image(o.labels, batch.labels, data.num_classes, data.ignore_index)))
+                metrics["map_miou"].append(_floats(miou_per_image(o.labels, batch.labels, data.num_classes,
+                                                                  data.ignore_index, missing=data.ignore_index)))
                 conf_map.update(o.labels, batch.labels)
 
         first = outputs[0]
@@ -394,6 +396,7 @@ class Sweep:
             rec["confusion"] = conf_seg.to_list()
         if first.labels is not None:
             rec["map_confusion"] = conf_map.to_list()
+            rec["map_missing"] = data.ignore_index
         if self._inception is not None and has_images:
             rec["features"] = self._save_features(item, [o.images for o in outputs])
         if self.config.save_images and item.batch * self.config.batch_size < self.config.save_images:
@@ -415,7 +418,8 @@ class Sweep:
             stem = f"{item.batch * self.config.batch_size + i:04d}"
             if item.system == "original":
                 save_png(self.out / root / "original" / f"{stem}.png", to_uint8(batch.images[i]))
-                save_png(self.out / root / "original" / f"{stem}_map.png", colorize(batch.labels[i], data.palette))
+                save_png(self.out / root / "original" / f"{stem}_map.png",
+                         _colour_map(batch.labels[i], data.palette, data.ignore_index))
                 continue
             cond = root / item.system / item.channel / snr_key(item.snr_db)
             o = outputs[0]
@@ -423,7 +427,7 @@ class Sweep:
                 save_png(self.out / cond / f"{stem}.png", to_uint8(o.images[i]))
                 pics["images"].append(str(cond / f"{stem}.png"))
             if o.labels is not None:
-                save_png(self.out / cond / f"{stem}_map.png", colorize(o.labels[i], data.palette))
+                save_png(self.out / cond / f"{stem}_map.png", _colour_map(o.labels[i], data.palette, data.ignore_index))
                 pics["maps"].append(str(cond / f"{stem}_map.png"))
         return pics
 
@@ -446,6 +450,14 @@ class Sweep:
             return None
         data = self.datasets[dataset]
         return torch.cat([self._inception(_to01(b.images)) for b in data.batches(self.config.batch_size)])
+
+
+def _colour_map(labels: torch.Tensor, palette: Any, ignore_index: int) -> torch.Tensor:
+    """(H, W) ids -> (H, W, 3) uint8; unlabelled (or lost) pixels black."""
+    void = labels == ignore_index
+    rgb = colorize(torch.where(void, torch.zeros_like(labels), labels), palette)
+    rgb[void] = 0
+    return rgb
 
 
 def _jsonable(v: Any) -> Any:
@@ -497,7 +509,8 @@ def aggregate(records: dict[str, dict], reference_features: Callable[[str], torc
             cols["miou_per_image"].append(_mean(row for r in recs for row in r["metrics"].get("miou", [])))
             cols["map_miou_per_image"].append(_mean(row for r in recs for row in r["metrics"].get("map_miou", [])))
             for key, col in (("confusion", "miou"), ("map_confusion", "map_miou")):
-                mats = [ConfusionMatrix.from_list(r[key]) for r in recs if r.get(key) is not None]
+                mats = [ConfusionMatrix.from_list(r[key], missing=r.get("map_missing") if key == "map_confusion" else None)
+                        for r in recs if r.get(key) is not None]
                 cols[col].append(float(sum(mats[1:], mats[0]).miou()) if mats else None)
             if reference_features is not None and folder is not None and all("features" in r for r in recs):
                 from safetensors.torch import load_file

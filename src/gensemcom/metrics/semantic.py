@@ -9,6 +9,10 @@ Conventions:
   id (a segmentation network never outputs ``ignore_index``); invalid ids raise ``ValueError``.
 * The confusion matrix has rows = target class, columns = predicted class (torchmetrics'
   ``MulticlassConfusionMatrix`` layout).
+* ``missing``: a prediction value meaning "no class arrived" (e.g. a label map lost on a digital
+  link, all ``255``). Such pixels are misses of their target class (they count in its ``FN``)
+  and false positives of no class. The matrix then has one more column, ``(C, C + 1)``, the last
+  one counting the missing predictions.
 * ``IoU_c = TP_c / (TP_c + FP_c + FN_c)``. A class absent from both target and prediction (among the
   counted pixels) has IoU ``NaN`` and is left out of the mean: ``mIoU = nanmean(IoU)``. If
   ``ignore_index`` is itself a class id in ``[0, num_classes)`` that class never occurs in the
@@ -50,15 +54,21 @@ def _check_num_classes(num_classes: int) -> None:
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
 
 
-def _valid_pixels(pred: Any, target: Any, num_classes: int, ignore_index: int | None) -> tuple[Tensor, Tensor, Tensor]:
-    """Validated int64 ``pred``, ``target`` and the boolean mask of counted pixels."""
+def _valid_pixels(pred: Any, target: Any, num_classes: int, ignore_index: int | None,
+                  missing: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """Validated int64 ``pred`` (``missing`` mapped to ``num_classes``), ``target`` and the boolean
+    mask of counted pixels."""
     _check_num_classes(num_classes)
     pred = _as_labels(pred, "pred")
     target = _as_labels(target, "target")
     if pred.shape != target.shape:
         raise ValueError(f"pred and target must have the same shape, got {tuple(pred.shape)} and {tuple(target.shape)}")
     target = target.to(pred.device)
-    bad = (pred < 0) | (pred >= num_classes)
+    if missing is not None:
+        if 0 <= missing < num_classes:
+            raise ValueError(f"missing={missing} is a class id; use a value outside [0, {num_classes})")
+        pred = torch.where(pred == missing, torch.full_like(pred, num_classes), pred)
+    bad = (pred < 0) | (pred >= num_classes + (missing is not None))
     if bad.any():
         raise ValueError(
             f"pred holds values outside [0, {num_classes}): {_bad_values(pred[bad])} "
@@ -74,7 +84,8 @@ def _valid_pixels(pred: Any, target: Any, num_classes: int, ignore_index: int | 
     return pred, target, valid
 
 
-def confusion_matrix(pred: Any, target: Any, num_classes: int, ignore_index: int | None = 255) -> Tensor:
+def confusion_matrix(pred: Any, target: Any, num_classes: int, ignore_index: int | None = 255,
+                     missing: int | None = None) -> Tensor:
     """Confusion matrix of two label maps.
 
     Args:
@@ -82,24 +93,28 @@ def confusion_matrix(pred: Any, target: Any, num_classes: int, ignore_index: int
         target: reference class ids, same shape; values in ``[0, num_classes)`` or ``ignore_index``.
         num_classes: ``C``.
         ignore_index: target value whose pixels are skipped (None: skip nothing).
+        missing: prediction value meaning "no class arrived" (see the module docstring), or None.
 
     Returns:
-        ``(C, C)`` int64 tensor on the inputs' device; entry ``[t, p]`` counts the pixels of target class
-        ``t`` predicted as ``p``.
+        ``(C, C)`` (``(C, C + 1)`` with ``missing``) int64 tensor on the inputs' device; entry
+        ``[t, p]`` counts the pixels of target class ``t`` predicted as ``p``.
 
     Raises:
         ValueError: shape mismatch, non-integer dtype, or out-of-range ids (the message lists them).
     """
-    pred, target, valid = _valid_pixels(pred, target, num_classes, ignore_index)
-    codes = target[valid] * num_classes + pred[valid]
-    return torch.bincount(codes, minlength=num_classes * num_classes).view(num_classes, num_classes)
+    pred, target, valid = _valid_pixels(pred, target, num_classes, ignore_index, missing)
+    cols = num_classes + (missing is not None)
+    codes = target[valid] * cols + pred[valid]
+    return torch.bincount(codes, minlength=num_classes * cols).view(num_classes, cols)
 
 
 def _iou_from_matrix(matrix: Tensor, ignore_index: int | None) -> Tensor:
-    """Per-class IoU of one ``(C, C)`` or a stack ``(B, C, C)`` of matrices; NaN for absent classes."""
+    """Per-class IoU of one ``(C, C)`` or a stack ``(B, C, C)`` of matrices (``C + 1`` columns with a
+    missing column); NaN for absent classes."""
     m = matrix.to(torch.float64)
+    c = m.shape[-2]
     tp = torch.diagonal(m, dim1=-2, dim2=-1)
-    union = m.sum(dim=-1) + m.sum(dim=-2) - tp
+    union = m.sum(dim=-1) + m.sum(dim=-2)[..., :c] - tp
     iou = tp / union  # 0 / 0 -> NaN for a class absent from both
     if ignore_index is not None and 0 <= ignore_index < m.shape[-1]:
         iou[..., ignore_index] = float("nan")
@@ -119,21 +134,23 @@ class ConfusionMatrix:
         >>> cm.miou(), cm.pixel_accuracy()
     """
 
-    def __init__(self, num_classes: int, ignore_index: int | None = 255) -> None:
+    def __init__(self, num_classes: int, ignore_index: int | None = 255, missing: int | None = None) -> None:
         _check_num_classes(num_classes)
         self.num_classes = num_classes
         self.ignore_index = ignore_index
-        self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+        self.missing = missing
+        self.matrix = torch.zeros(num_classes, num_classes + (missing is not None), dtype=torch.int64)
 
     def update(self, pred: Any, target: Any) -> "ConfusionMatrix":
         """Add the pixels of ``pred`` / ``target`` (same shape, see :func:`confusion_matrix`); returns self."""
-        self.matrix += confusion_matrix(pred, target, self.num_classes, self.ignore_index).cpu()
+        self.matrix += confusion_matrix(pred, target, self.num_classes, self.ignore_index, self.missing).cpu()
         return self
 
     def _check_compatible(self, other: "ConfusionMatrix") -> None:
         if not isinstance(other, ConfusionMatrix):
             raise ValueError(f"can only merge with a ConfusionMatrix, got {type(other).__name__}")
-        if (other.num_classes, other.ignore_index) != (self.num_classes, self.ignore_index):
+        if other.matrix.shape != self.matrix.shape or (other.num_classes, other.ignore_index) != (
+                self.num_classes, self.ignore_index):
             raise ValueError(
                 "cannot merge confusion matrices with different settings: "
                 f"num_classes={self.num_classes}, ignore_index={self.ignore_index} vs "
@@ -148,7 +165,7 @@ class ConfusionMatrix:
 
     def __add__(self, other: "ConfusionMatrix") -> "ConfusionMatrix":
         self._check_compatible(other)
-        out = ConfusionMatrix(self.num_classes, self.ignore_index)
+        out = ConfusionMatrix(self.num_classes, self.ignore_index, self.missing)
         out.matrix = self.matrix + other.matrix
         return out
 
@@ -157,16 +174,20 @@ class ConfusionMatrix:
         return self.matrix.tolist()
 
     @classmethod
-    def from_list(cls, rows: Sequence[Sequence[int]], ignore_index: int | None = 255) -> "ConfusionMatrix":
-        """Rebuild from :meth:`to_list` output (``num_classes`` is the number of rows)."""
+    def from_list(cls, rows: Sequence[Sequence[int]], ignore_index: int | None = 255,
+                  missing: int | None = None) -> "ConfusionMatrix":
+        """Rebuild from :meth:`to_list` output (``num_classes`` is the number of rows; with
+        ``missing`` the list has one more column)."""
         matrix = torch.as_tensor(rows, dtype=torch.int64)
-        if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or matrix.shape[0] == 0:
+        extra = missing is not None
+        if matrix.ndim != 2 or matrix.shape[0] + extra != matrix.shape[1] or matrix.shape[0] == 0:
             raise ValueError(
-                f"from_list expects a square non-empty C x C list of counts, got shape {tuple(matrix.shape)}"
+                f"from_list expects a non-empty C x {'(C + 1)' if extra else 'C'} list of counts, "
+                f"got shape {tuple(matrix.shape)}"
             )
         if (matrix < 0).any():
             raise ValueError("from_list: counts must be non-negative")
-        out = cls(matrix.shape[0], ignore_index)
+        out = cls(matrix.shape[0], ignore_index, missing)
         out.matrix = matrix
         return out
 
@@ -190,24 +211,27 @@ class ConfusionMatrix:
         )
 
 
-def miou_per_image(pred: Any, target: Any, num_classes: int, ignore_index: int | None = 255) -> Tensor:
+def miou_per_image(pred: Any, target: Any, num_classes: int, ignore_index: int | None = 255,
+                   missing: int | None = None) -> Tensor:
     """mIoU of each image on its own.
 
     Args:
         pred, target: label maps ``(B, ...)`` (typically ``(B, H, W)``), as in :func:`confusion_matrix`.
         num_classes: ``C``.
         ignore_index: target value to skip.
+        missing: prediction value meaning "no class arrived" (see the module docstring).
 
     Returns:
         ``(B,)`` float64: nanmean over classes of the image's IoU (classes absent from both the image's
         target and prediction do not count); NaN for an image with no counted pixel.
     """
-    pred, target, valid = _valid_pixels(pred, target, num_classes, ignore_index)
+    pred, target, valid = _valid_pixels(pred, target, num_classes, ignore_index, missing)
     if pred.ndim < 1 or pred.shape[0] == 0:
         raise ValueError(f"miou_per_image expects a batch (B, ...) with B >= 1, got shape {tuple(pred.shape)}")
     b = pred.shape[0]
-    cc = num_classes * num_classes
+    cols = num_classes + (missing is not None)
+    cc = num_classes * cols
     image = torch.arange(b, device=pred.device).view(b, *([1] * (pred.ndim - 1))).expand_as(pred)
-    codes = image[valid] * cc + target[valid] * num_classes + pred[valid]
-    matrices = torch.bincount(codes, minlength=b * cc).view(b, num_classes, num_classes)
+    codes = image[valid] * cc + target[valid] * cols + pred[valid]
+    matrices = torch.bincount(codes, minlength=b * cc).view(b, num_classes, cols)
     return torch.nanmean(_iou_from_matrix(matrices, ignore_index), dim=1)
