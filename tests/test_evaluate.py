@@ -202,3 +202,65 @@ def test_registry_names_and_errors():
         build_system("jpeg+ldcp", o)
     with pytest.raises(ValueError, match="codec"):
         build_system("gif+ldpc", o)
+
+
+def test_fid_and_kid_in_a_sweep_match_direct_computation(tmp_path):
+    from gensemcom.metrics import InceptionFeatures, frechet_distance, kid
+
+    data = _data(3)
+    sweep = Sweep(tmp_path, {"jpeg+capacity": build_system("jpeg+capacity")}, data,
+                  _config(channels=["awgn"], snrs=[20.0], batch_size=3, fid=True))
+    assert sweep.backends["fid"]["backend"] == "fid-helper" and len(sweep.backends["fid"]["sha256"]) == 64
+    sweep.run(progress=False)
+    res = json.loads(sweep.finish().read_text())
+    curve = next(c for c in res["results"] if c["system"] == "jpeg+capacity")
+    # the same numbers from the images themselves
+    inc = InceptionFeatures()
+    batch = data[0].batches(3)[0]
+    from gensemcom.evaluate import WorkItem
+    out = build_system("jpeg+capacity").run(batch, "awgn", 20.0, sweep._generator(WorkItem("synthetic", "jpeg+capacity", "awgn", 20.0, 0)))
+    real = inc((batch.images + 1) / 2).double()
+    fake = inc((out.images.clamp(-1, 1) + 1) / 2).double()
+    want = frechet_distance(real.mean(0), torch.cov(real.T), fake.mean(0), torch.cov(fake.T))
+    assert curve["fid"][0] == pytest.approx(want, rel=1e-4)
+    km, _ = kid(real, fake, subsets=100, subset_size=3, generator=torch.Generator().manual_seed(0))
+    assert curve["kid"][0] == pytest.approx(float(km), rel=1e-4, abs=1e-9)
+    assert res["meta"]["backends"]["fid"]["sha256"] == sweep.backends["fid"]["sha256"]
+
+
+def test_lpips_without_weights_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.delenv("GENSEMCOM_LPIPS_WEIGHTS", raising=False)
+    with pytest.raises(FileNotFoundError, match="LPIPS"):
+        Sweep(tmp_path, _systems(), _data(2), _config(lpips=True))
+
+
+def test_stochastic_system_draws_several_samples_with_diversity(tmp_path):
+    data = build_data("synthetic:2", 64, 128, seed=4)
+    gesco = build_system("gesco", SystemOptions(steps=2))
+    sweep = Sweep(tmp_path, {"gesco": gesco}, data, _config(channels=["awgn"], snrs=[20.0], samples=2))
+    sweep.run(progress=False)
+    rec = next(r for r in read_records(tmp_path).values() if r["system"] == "gesco")
+    assert rec["samples"] == 2 and len(rec["metrics"]["psnr"]) == 2
+    assert rec["metrics"]["psnr"][0] != rec["metrics"]["psnr"][1]  # two different draws
+    div = rec["metrics"]["diversity"][0]
+    assert len(div) == 2 and all(0 < d < 1 for d in div)
+
+
+def test_torchrun_shards_and_rank0_aggregates(tmp_path):
+    """Two processes under torchrun: each takes half the items, rank 0 writes the same results
+    as one process."""
+    args = ["--systems", "gesco-map,jpeg+capacity", "--data", "synthetic:4", "--size", f"{H}x{W}",
+            "--channels", "awgn", "--snr=0,20", "--batch-size", "2", "--seed", "9", "--save-images", "0",
+            "--segmenter", "synthetic=none", "--no-progress"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    torchrun = Path(sys.executable).parent / "torchrun"
+    r = subprocess.run([str(torchrun), "--nproc_per_node", "2", "--master_port", "29533", "-m",
+                        "gensemcom.cli.evaluate", *args, "--out", str(tmp_path / "tr")], env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "tr" / "records").iterdir()) == ["rank0.jsonl", "rank1.jsonl"]
+    from gensemcom.cli.evaluate import main
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    a = _strip(json.loads((tmp_path / "tr" / "results.json").read_text()))
+    b = _strip(json.loads((tmp_path / "one" / "results.json").read_text()))
+    assert a == b
