@@ -264,3 +264,26 @@ def test_torchrun_shards_and_rank0_aggregates(tmp_path):
     a = _strip(json.loads((tmp_path / "tr" / "results.json").read_text()))
     b = _strip(json.loads((tmp_path / "one" / "results.json").read_text()))
     assert a == b
+
+
+def test_legacy_keys_inf_snr_and_map_only_plots(tmp_path):
+    """Legacy-table SNRs that are not keys are skipped with the reason; a noiseless SNR and a
+    sweep of map-only systems still aggregate, print and plot."""
+    data = _data(2)
+    sweep = Sweep(tmp_path, {"gesco-map": GESCOSystem(None)}, data,
+                  _config(channels=["awgn", "legacy"], snrs=[-5.0, 20.0, math.inf]))
+    sweep.run(progress=False)
+    res = json.loads(sweep.finish().read_text())
+    why = [s["reason"] for s in res["skipped"] if s["channel"] == "legacy"]
+    assert len(why) == 1 and "-5" in why[0] and "inf" in why[0]
+    legacy = next(c for c in res["results"] if c["channel"] == "legacy")
+    assert legacy["snr_db"] == [20.0]
+    awgn = next(c for c in res["results"] if c["channel"] == "awgn")
+    assert awgn["snr_db"] == [-5.0, 20.0, "inf"]
+    files = make_plots(tmp_path, tmp_path / "plots", grid_images=1)
+    assert any(f.name == "map_miou_vs_snr.png" for f in files)
+    from gensemcom.cli.demo import print_table
+    from gensemcom.plot import load_results
+    print_table(load_results(tmp_path))
+    with pytest.raises(ValueError, match="unsupported SNR"):
+        _config(snrs=[-math.inf])

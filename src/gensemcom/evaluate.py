@@ -46,6 +46,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .channels.legacy import GESCO_SNR_TABLE
 from .data.common import derive_seed
 from .imageio import save_png, to_uint8
 from .metrics import (ConfusionMatrix, confusion_matrix, frechet_distance, kid, miou_per_image, ms_ssim,
@@ -106,7 +107,7 @@ class SweepConfig:
         if not self.channels or not self.snrs:
             raise ValueError("a sweep needs at least one channel and one SNR")
         for s in self.snrs:
-            if not isinstance(s, (int, float)) or math.isnan(s):
+            if isinstance(s, bool) or not isinstance(s, (int, float)) or math.isnan(s) or s == -math.inf:
                 raise ValueError(f"unsupported SNR {s!r}: use a number of dB or inf")
 
 
@@ -187,17 +188,19 @@ def _append(path: Path, record: dict) -> None:
 def merge_records(folders: Sequence[str | os.PathLike], out: str | os.PathLike) -> int:
     """Copy the records of several sweep folders (shards run apart) into ``out``; keys dedupe.
     Returns the number of records in ``out``."""
-    merged: dict[str, dict] = {}
-    settings = None
+    out = Path(out)
+    merged: dict[str, dict] = read_records(out)  # merging into a folder keeps what it holds
+    settings = json.loads((out / SETTINGS_NAME).read_text()) if (out / SETTINGS_NAME).is_file() else None
     for f in folders:
+        if not Path(f, "records").is_dir():
+            raise FileNotFoundError(f"{f} is not a sweep folder (no records/ in it)")
         merged.update(read_records(f))
         s = Path(f, SETTINGS_NAME)
         if s.is_file():
             this = json.loads(s.read_text())
             if settings is not None and _identity(this) != _identity(settings):
-                raise ValueError(f"{f} holds a sweep with other settings than {folders[0]}; cannot merge")
+                raise ValueError(f"{f} holds a sweep with other settings than the others; cannot merge")
             settings = this
-    out = Path(out)
     lines = "".join(json.dumps(r) + "\n" for r in merged.values())
     atomic_write(out / "records" / "merged.jsonl", lambda p: Path(p).write_text(lines))
     if settings is not None:
@@ -210,7 +213,14 @@ def _identity(settings: dict) -> dict:
     cfg = settings.get("config", {})
     return {"seed": cfg.get("seed"), "samples": cfg.get("samples"), "batch_size": cfg.get("batch_size"),
             "systems": settings.get("systems"), "datasets": settings.get("datasets"),
-            "backends": settings.get("backends")}
+            "backends": _without_paths(settings.get("backends"))}
+
+
+def _without_paths(v: Any) -> Any:
+    """Backend descriptions minus file paths (installs differ; the sha256 identifies the weights)."""
+    if isinstance(v, dict):
+        return {k: _without_paths(x) for k, x in v.items() if k != "path"}
+    return v
 
 
 # ------------------------------------------------------------------------------------------------
@@ -298,7 +308,7 @@ class Sweep:
             if diff:
                 raise ValueError(f"{self.out} holds a sweep with different {', '.join(diff)}; "
                                  "use another --out (records would not be comparable)")
-        if self.rank == 0:
+        if self.rank == 0 or not path.is_file():
             atomic_write(path, lambda p: Path(p).write_text(json.dumps(mine, indent=2) + "\n"))
 
     # -- items ------------------------------------------------------------------------------------
@@ -316,7 +326,16 @@ class Sweep:
                     if why:
                         skipped.append({"dataset": dname, "system": sname, "channel": ch, "reason": why})
                         continue
-                    items += [WorkItem(dname, sname, ch, float(s), b) for s in snrs for b in range(len(batches))]
+                    ch_snrs = snrs
+                    if ch == "legacy":
+                        # GESCO's table has keys, not SNRs: the other values do not exist there
+                        ch_snrs = [s for s in snrs if s in GESCO_SNR_TABLE]
+                        missing = [snr_key(s) for s in snrs if s not in GESCO_SNR_TABLE]
+                        if missing:
+                            skipped.append({"dataset": dname, "system": sname, "channel": ch,
+                                            "reason": f"not keys of GESCO's table {sorted(GESCO_SNR_TABLE)}: "
+                                                      f"{', '.join(missing)}"})
+                    items += [WorkItem(dname, sname, ch, float(s), b) for s in ch_snrs for b in range(len(batches))]
         return items, skipped
 
     def _generator(self, item: WorkItem) -> torch.Generator:
@@ -438,7 +457,9 @@ class Sweep:
         if self.world > 1 and "MASTER_ADDR" in os.environ:
             import torch.distributed as dist
             if not dist.is_initialized():
-                dist.init_process_group("gloo")
+                from datetime import timedelta
+                # ranks can finish hours apart (diffusion items on CPU): wait for the slowest
+                dist.init_process_group("gloo", timeout=timedelta(days=2))
             dist.barrier()
         if self.rank != 0:
             return None
@@ -470,12 +491,12 @@ def _jsonable(v: Any) -> Any:
     if isinstance(v, (np.generic,)):
         return v.item()
     if isinstance(v, float) and not math.isfinite(v):
-        return str(v)
+        return "inf" if v > 0 else None  # JSON has no inf/NaN: +inf (a noiseless SNR) as "inf", NaN as null
     return v
 
 
 def _mean(rows: Iterable[Iterable[float]]) -> float | None:
-    vals = [v for r in rows for v in r if v is not None]
+    vals = [v for r in rows for v in r if v is not None and not (isinstance(v, float) and math.isnan(v))]
     return float(np.mean(vals)) if vals else None
 
 

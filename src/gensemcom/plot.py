@@ -43,7 +43,10 @@ def load_results(path: str | os.PathLike) -> dict[str, Any]:
         path = path / "results.json"
     if not path.is_file():
         raise FileNotFoundError(f"no results file at {path} (run `gensemcom evaluate` first)")
-    return json.loads(path.read_text())
+    results = json.loads(path.read_text())
+    for c in results.get("results", []):
+        c["snr_db"] = [float(x) for x in c["snr_db"]]  # JSON keeps a noiseless SNR as "inf"
+    return results
 
 
 def _save(fig, out: str | os.PathLike) -> Path:
@@ -73,7 +76,7 @@ def _style(systems: list[str]) -> dict[str, dict]:
 def plot_vs_snr(results: dict, metric: str, out: str | os.PathLike, datasets: Sequence[str] | None = None,
                 systems: Sequence[str] | None = None, title: str | None = None) -> Path:
     """``metric`` vs SNR: a panel per channel (columns) and dataset (rows), a curve per system.
-    The clean-image value of the metric (system ``original``) is drawn as a dashed line."""
+    For mIoU the segmenter's value on the clean images (system ``original``) is drawn dashed."""
     plt = _plt()
     curves = _curves(results, metric, datasets, systems)
     if not curves:
@@ -83,7 +86,10 @@ def plot_vs_snr(results: dict, metric: str, out: str | os.PathLike, datasets: Se
     style = _style(sorted({c["system"] for c in curves}))
     fig, axes = plt.subplots(len(dsets), len(chans), figsize=(4.6 * len(chans), 3.4 * len(dsets)),
                              squeeze=False, sharey="row")
-    ref = {c["dataset"]: c.get(metric, [None])[0] for c in results["results"] if c["system"] == "original"}
+    # the clean images' value: informative for the segmenter's mIoU (its own ceiling), trivial
+    # (perfect) for the fidelity metrics, so drawn only for the former
+    ref = {c["dataset"]: c.get(metric, [None])[0] for c in results["results"]
+           if c["system"] == "original" and metric in ("miou", "miou_per_image")}
     for i, d in enumerate(dsets):
         for j, ch in enumerate(chans):
             ax = axes[i][j]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -67,6 +68,8 @@ def build_data(specs: str, height: int, width: int, seed: int) -> list[EvalData]
         name, _, arg = spec.strip().partition(":")
         if name == "synthetic":
             from ..data.synthetic import SyntheticScenes
+            if arg and not arg.isdigit():
+                raise ValueError(f"synthetic:N takes a number of scenes, got {spec!r}")
             n = int(arg) if arg else 8
             ds = SyntheticScenes(n, height, width, seed=1_000_000 + seed)
             out.append(EvalData("synthetic", [ds[i] for i in range(n)], ds.num_classes, palette="synthetic",
@@ -136,6 +139,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"merged {n} records into {path}")
         return 0
     h, w = parse_size(args.size)
+    for c in args.channels.split(","):
+        if c.strip() not in ("awgn", "rayleigh", "legacy"):
+            raise ValueError(f"unknown channel {c.strip()!r}; use awgn, rayleigh or legacy")
+    if args.device == "cuda" and "LOCAL_RANK" in os.environ:
+        args.device = f"cuda:{os.environ['LOCAL_RANK']}"  # one GPU per torchrun process
     config = SweepConfig(channels=[c.strip() for c in args.channels.split(",")], snrs=parse_snrs(args.snr),
                          samples=args.samples, seed=args.seed, batch_size=args.batch_size, fid=args.fid,
                          lpips=args.lpips, save_images=args.save_images)
@@ -153,5 +161,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # `torchrun -m gensemcom.cli.evaluate` comes here, not through the dispatcher
+    try:
+        sys.exit(main())
+    except (ValueError, FileNotFoundError, ImportError) as e:
+        print(f"gensemcom evaluate: error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -31,7 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     module = importlib.import_module(f"gensemcom.cli.{name}")
     try:
         return int(module.main(rest) or 0)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, ImportError) as e:
         # our errors name the problem; a traceback from deep inside would only hide it
         print(f"gensemcom {name}: error: {e}", file=sys.stderr)
         return 2

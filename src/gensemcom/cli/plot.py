@@ -22,15 +22,18 @@ def make_plots(folder: str | Path, out: str | Path | None = None, metrics: Seque
     folder = Path(folder)
     results = load_results(folder)
     out = Path(out) if out else (folder if folder.is_dir() else folder.parent) / "plots"
-    present = {k for c in results["results"] for k in c if isinstance(c.get(k), list)}
+    present = {k for c in results["results"] if c["system"] != "original" for k in c if isinstance(c.get(k), list)}
     wanted = metrics or [m for m in ("psnr", "ms_ssim", "ssim", "miou", "map_miou", "lpips", "fid", "diversity",
                                      "lost_fraction") if m in present]
     written = []
     for m in wanted:
         written.append(plot_vs_snr(results, m, out / f"{m}_vs_snr.png"))
-    for m in ("psnr", "miou"):
+    # rate against distortion (PSNR, MS-SSIM), meaning (mIoU) and perception (LPIPS, FID)
+    for m in ("psnr", "ms_ssim", "miou", "lpips", "fid"):
         if m in wanted:
             written.append(plot_rate(results, m, out / f"{m}_vs_channel_uses.png"))
+    if "bpp" in present and "psnr" in wanted:
+        written.append(plot_rate(results, "psnr", out / "psnr_vs_bpp.png", rate="bpp"))
     root = folder if folder.is_dir() else folder.parent
     if grid_images and (root / "images").is_dir():
         for dataset in sorted(p.name for p in (root / "images").iterdir() if p.is_dir()):

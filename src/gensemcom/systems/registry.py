@@ -73,7 +73,7 @@ def build_system(spec: str, options: SystemOptions | None = None, _cache: dict |
         if source == "map":
             return DigitalMap(codec="png", link=link, mcs=mcs)
         return SeparateCoding(codec=source, link=link, mcs=mcs, bandwidth=o.bandwidth)
-    raise ValueError(f"unknown system {spec!r}; see `gensemcom evaluate --help-systems`")
+    raise ValueError(f"unknown system {spec!r}; `gensemcom evaluate --help` lists them")
 
 
 def _gesco_digital(gesco, mcs: str) -> System:
@@ -81,6 +81,7 @@ def _gesco_digital(gesco, mcs: str) -> System:
     import torch
 
     from ..semantics import semantic_input
+    from .gesco import GESCOSystem
     from .separation import DigitalMap
 
     def regenerate(labels: torch.Tensor, instances: torch.Tensor | None, generator: torch.Generator) -> torch.Tensor:
@@ -93,6 +94,9 @@ def _gesco_digital(gesco, mcs: str) -> System:
     system = DigitalMap(codec="png", link="ldpc", mcs=mcs, send_instances=gesco.has_edges, regenerate=regenerate)
     system.name = "gesco-digital"
     system.stochastic = True
-    system.compatible = lambda batch: (None if batch.num_classes == gesco.num_classes else
-                                       f"gesco-digital takes {gesco.num_classes} classes, the data has {batch.num_classes}")
+    receiver = GESCOSystem(gesco)
+    system.compatible = receiver.compatible  # same label space and edges as GESCO itself
+    link_config = system.config
+    # the sampler's settings identify the records too (steps, guidance, model)
+    system.config = lambda: {**link_config(), "system": "gesco-digital", "gesco": receiver.config()}
     return system
