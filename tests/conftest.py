@@ -58,3 +58,15 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, rel: float, what:
     scale = max(expected.abs().max().item(), 1.0)
     err = (actual - expected).abs().max().item()
     assert err <= rel * scale, f"{what}: max abs error {err:.3e} > {rel:.0e} x scale {scale:.3g}"
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op torch thread for a module, restored after it. The test box has 2 cores shared
+    with other jobs: small networks, BP decoding and 2048x2048 eigendecompositions gain nothing
+    from a second thread, and competing thread pools make them several times slower. Modules opt in
+    with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -12,14 +12,7 @@ from gensemcom.fit import FitConfig, fit, latest_checkpoint, lr_at
 
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: these tiny networks gain nothing from more, and on a shared CPU a
-    spinning thread pool makes the tests' time erratic."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 class _Killed(Exception):
     pass

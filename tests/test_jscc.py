@@ -19,14 +19,7 @@ TINY = DeepJSCCConfig(latent_channels=4, hidden=8)
 
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: these tiny networks gain nothing from more, and on a shared CPU a
-    spinning thread pool makes the tests' time erratic."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 def _images(b: int = 2, h: int = 16, w: int = 32, seed: int = 0) -> torch.Tensor:
     return torch.rand(b, 3, h, w, generator=torch.Generator().manual_seed(seed)) * 2 - 1

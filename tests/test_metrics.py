@@ -35,14 +35,7 @@ from gensemcom.metrics import (LPIPS, LPIPS_WEIGHTS_ENV, MS_SSIM_WEIGHTS, Confus
 from gensemcom.metrics import perception
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The test box has 2 CPU cores shared with other jobs; two torch threads competing with them stall
-    each other (the 2048x2048 eigendecompositions of the FID test run about 3x slower than on one)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def noisy_pair(b: int, h: int, w: int, noise: float, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from gensemcom.cli.train_segmenter import augment, confusion_matrix, iou_report
+from gensemcom.cli.train_segmenter import augment, iou_report
+from gensemcom.metrics import ConfusionMatrix
 from gensemcom.models import segmenter as segmenter_module
 from gensemcom.models.segmenter import (Segmenter, TinySegmenter, TinySegmenterConfig, TorchScriptSegmenter,
                                         load_segmenter)
@@ -18,14 +19,7 @@ TINY = TinySegmenterConfig(num_classes=5, widths=(8, 16))
 
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: these tiny networks gain nothing from more, and on a shared CPU a
-    spinning thread pool makes the tests' time erratic."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 def _images(b: int = 2, h: int = 16, w: int = 32, seed: int = 0) -> torch.Tensor:
     return torch.rand(b, 3, h, w, generator=torch.Generator().manual_seed(seed)) * 2 - 1
@@ -203,8 +197,8 @@ def test_augment_is_label_consistent_and_seeded():
 def test_confusion_and_iou():
     target = torch.tensor([[0, 0, 1, 1, 2, 255]])
     pred = torch.tensor([[0, 1, 1, 1, 0, 2]])
-    conf = confusion_matrix(pred, target, 4)
-    assert conf.tolist() == [[1, 1, 0, 0], [0, 2, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0]]
+    conf = ConfusionMatrix(4).update(pred, target)
+    assert conf.to_list() == [[1, 1, 0, 0], [0, 2, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0]]
     rep = iou_report(conf, ["a", "b", "c", "d"])
     assert rep["per_class_iou"] == {"a": pytest.approx(1 / 3, abs=1e-4), "b": pytest.approx(2 / 3, abs=1e-4),
                                   "c": 0.0, "d": None}

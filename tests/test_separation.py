@@ -18,14 +18,7 @@ from gensemcom.systems.base import Batch
 from gensemcom.systems.separation import DigitalMap, SeparateCoding
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """BP decoding of a few blocks gains nothing from intra-op threads, and on a busy machine
-    their spinning costs several times the work; restored after this module."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -76,16 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _psnr_01(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-    """Per-image PSNR (dB) of [-1, 1] images measured on the [0, 1] scale: (B,)."""
-    mse = ((x - ref) / 2).pow(2).flatten(1).mean(1)
-    return 10 * torch.log10(1.0 / mse.clamp_min(1e-12))
-
-
 def evaluate_psnr(model: Any, images: torch.Tensor, channels: Sequence[str] = ("awgn", "rayleigh"),
                   snrs: Sequence[float] = EVAL_SNRS, seed: int = 0) -> dict[str, dict[str, float]]:
     """Mean per-image PSNR (dB, [0, 1] scale) of ``model`` on ``images`` per channel and SNR."""
     from ..channels.analog import make_channel
+    from ..metrics import psnr
 
     result: dict[str, dict[str, float]] = {}
     model.eval()
@@ -96,7 +91,7 @@ def evaluate_psnr(model: Any, images: torch.Tensor, channels: Sequence[str] = ("
             for i, snr in enumerate(snrs):
                 g = torch.Generator().manual_seed(seed + i)
                 out, _ = model(images, channel, float(snr), g)
-                row[f"{snr:g}"] = round(_psnr_01(out, images).mean().item(), 3)
+                row[f"{snr:g}"] = round(psnr((out.clamp(-1, 1) + 1) / 2, (images + 1) / 2).mean().item(), 3)
             result[kind] = row
     return result
 
@@ -107,6 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     from ..data.synthetic import SyntheticScenes
     from ..channels.analog import make_channel
+    from ..metrics import psnr
     from ..fit import FitConfig, fit
     from ..models.jscc import DeepJSCC, DeepJSCCConfig, num_parameters
 

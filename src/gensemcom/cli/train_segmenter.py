@@ -26,7 +26,9 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["main", "build_parser", "augment", "confusion_matrix", "iou_report"]
+from ..metrics import ConfusionMatrix
+
+__all__ = ["main", "build_parser", "augment", "iou_report"]
 
 EVAL_SEED_OFFSET = 2000
 IGNORE_INDEX = 255
@@ -100,28 +102,13 @@ def augment(images: torch.Tensor, labels: torch.Tensor, generator: torch.Generat
     return images.clamp(-1, 1), labels
 
 
-def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
-                     ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
-    """(C, C) int64 counts, rows = ground truth, columns = prediction; ``ignore_index`` pixels
-    (and any target outside [0, C)) are skipped."""
-    t, p = target.reshape(-1).long(), pred.reshape(-1).long()
-    keep = (t != ignore_index) & (t >= 0) & (t < num_classes)
-    t, p = t[keep], p[keep].clamp(0, num_classes - 1)
-    return torch.bincount(t * num_classes + p, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
-
-
-def iou_report(conf: torch.Tensor, class_names: Sequence[str] | None = None) -> dict[str, Any]:
+def iou_report(conf: ConfusionMatrix, class_names: Sequence[str] | None = None) -> dict[str, Any]:
     """mIoU (over classes present in the ground truth or the prediction), per-class IoU (None
-    where a class is in neither) and pixel accuracy, from a confusion matrix."""
-    conf = conf.double()
-    tp = conf.diag()
-    union = conf.sum(0) + conf.sum(1) - tp
-    iou = [None if u == 0 else round((t / u).item(), 5) for t, u in zip(tp, union)]
-    valid = [v for v in iou if v is not None]
+    where a class is in neither) and pixel accuracy of a :class:`gensemcom.metrics.ConfusionMatrix`,
+    rounded for ``eval.json``."""
+    iou = [None if math.isnan(v) else round(v, 5) for v in conf.iou().tolist()]
     names = list(class_names) if class_names is not None else [str(i) for i in range(len(iou))]
-    total = conf.sum().item()
-    return {"miou": round(sum(valid) / len(valid), 5) if valid else math.nan,
-            "pixel_accuracy": round(tp.sum().item() / total, 5) if total else math.nan,
+    return {"miou": round(conf.miou(), 5), "pixel_accuracy": round(conf.pixel_accuracy(), 5),
             "per_class_iou": dict(zip(names, iou))}
 
 
@@ -167,11 +154,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     saved = TinySegmenter.from_pretrained(result["model_dir"])
     held_out = SyntheticScenes(args.eval_scenes, h, w, seed=args.seed + EVAL_SEED_OFFSET)
-    conf = torch.zeros(cfg.num_classes, cfg.num_classes, dtype=torch.long)
+    conf = ConfusionMatrix(cfg.num_classes, IGNORE_INDEX)
     for start in range(0, len(held_out), 16):
         items = [held_out[i] for i in range(start, min(start + 16, len(held_out)))]
         pred = saved.predict(torch.stack([it["image"] for it in items]))
-        conf += confusion_matrix(pred, torch.stack([it["label"] for it in items]), cfg.num_classes)
+        conf.update(pred, torch.stack([it["label"] for it in items]))
     report = {"model": cfg.to_dict(), "parameters": sum(p.numel() for p in saved.parameters()),
               "trained_steps": result["step"], "size": [h, w], "eval_scenes": len(held_out),
               "eval_seed": args.seed + EVAL_SEED_OFFSET,
