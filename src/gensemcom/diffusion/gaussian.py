@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -31,7 +31,10 @@ from torch import nn
 from ..models.semantic_unet import SemanticCondition
 from .schedules import named_betas, respace_timesteps
 
-__all__ = ["GaussianDiffusion", "DiffusionConfig", "normal_kl", "discretized_gaussian_log_likelihood"]
+if TYPE_CHECKING:  # pragma: no cover
+    from .samplers import Sampler
+
+__all__ = ["GaussianDiffusion", "DiffusionConfig", "Conditioning", "normal_kl", "discretized_gaussian_log_likelihood"]
 
 PREDICTIONS = ("epsilon", "x0")
 VARIANCES = ("learned_range", "learned", "fixed_small", "fixed_large")
@@ -98,25 +101,59 @@ def _mean_flat(x: torch.Tensor) -> torch.Tensor:
     return x.mean(dim=tuple(range(1, x.ndim)))
 
 
-class _Conditioning:
+class Conditioning:
     """What every network call of one sampling run shares: the semantic map (cached SPADE
-    modulations), hooks, and whether the batch is doubled for guidance."""
+    modulations), the other model inputs, and whether the batch is doubled for guidance.
 
-    def __init__(self, model: nn.Module, y: torch.Tensor, guidance_scale: float, cache: bool,
-                 concat: torch.Tensor | None, vector: torch.Tensor | None) -> None:
+    Args:
+        y: (B, L, H, W) semantic map, or None for a network without one (``label_channels=0``).
+        guidance_scale: ``s > 1`` adds GESCO's unconditional branch: the same network on an
+            all-zero map; every other input (``model_kwargs``: the coarse image, the latent, the
+            class) is the same in both branches.
+        cache: wrap ``y`` with the model's ``encode_condition`` (SPADE modulations computed once).
+        model_kwargs: extra network inputs with a leading batch dimension B, e.g.
+            ``{"concat": (B, k, H, W)}``, ``{"vector": (B, D), "class_labels": (B,)}``.
+    """
+
+    def __init__(self, model: nn.Module, y: torch.Tensor | None, guidance_scale: float, cache: bool,
+                 model_kwargs: dict[str, torch.Tensor] | None = None) -> None:
         self.guided = guidance_scale > 1.0
         self.scale = float(guidance_scale)
+        extra = {k: v for k, v in (model_kwargs or {}).items() if v is not None}
+        if y is not None and not isinstance(y, SemanticCondition) and y.is_floating_point() \
+                and not torch.isfinite(y).all():
+            raise ValueError("the semantic map y contains NaN or infinite values")
+        if self.guided and y is None:
+            raise ValueError(f"guidance_scale {guidance_scale} > 1 needs a semantic map (guidance contrasts "
+                             "the map with an all-zero one); this model takes none: use guidance_scale=1")
         # Networks whose encoder ignores the map run it once for both branches.
         self.shared_encoder = self.guided and getattr(model, "shares_encoder", False)
         if self.guided:
-            # GESCO's unconditional branch: the same network on an all-zero map.
             y = torch.cat([y, torch.zeros_like(y)], dim=0)
             if not self.shared_encoder:
-                concat = None if concat is None else torch.cat([concat, concat], dim=0)
-                vector = None if vector is None else torch.cat([vector, vector], dim=0)
+                extra = {k: _repeat_batch(v) for k, v in extra.items()}
         encode = getattr(model, "encode_condition", None)
-        self.cond: torch.Tensor | SemanticCondition = encode(y) if (cache and encode) else y
-        self.extra = {k: v for k, v in (("concat", concat), ("vector", vector)) if v is not None}
+        self.cond: torch.Tensor | SemanticCondition | None = encode(y) if (cache and encode and y is not None) else y
+        self.extra = extra
+
+
+#: the old private name
+_Conditioning = Conditioning
+
+
+def _repeat_batch(v: torch.Tensor) -> torch.Tensor:
+    return torch.cat([v, v], dim=0) if isinstance(v, torch.Tensor) else v
+
+
+def _merge_kwargs(model_kwargs: dict[str, torch.Tensor] | None, concat: torch.Tensor | None,
+                  vector: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    merged = dict(model_kwargs or {})
+    for k, v in (("concat", concat), ("vector", vector)):
+        if v is not None:
+            if k in merged:
+                raise ValueError(f"{k} given both as an argument and in model_kwargs")
+            merged[k] = v
+    return merged
 
 
 class GaussianDiffusion:
@@ -240,7 +277,7 @@ class GaussianDiffusion:
                 / self._extract("sqrt_recipm1_alphas_cumprod", t, x_t))
 
     # ------------------------------------------------------------------ the network
-    def _call(self, model: nn.Module, x: torch.Tensor, t: torch.Tensor, cond: _Conditioning) -> torch.Tensor:
+    def guided_call(self, model: nn.Module, x: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
         """One (guided) network evaluation at respaced index t -> (B, out_channels, H, W)."""
         ts = self.model_timesteps(t)
         if not cond.guided:
@@ -253,6 +290,18 @@ class GaussianDiffusion:
         c = x.shape[1]
         guided = out_u[:, :c] + cond.scale * (out_c[:, :c] - out_u[:, :c])
         return torch.cat([guided, out_c[:, c:]], dim=1)
+
+    _call = guided_call
+
+    def sample_shape(self, model: nn.Module, y: torch.Tensor | None,
+                     shape: Sequence[int] | None = None) -> tuple[int, ...]:
+        """(B, in_channels, H, W) of x_t: from ``y`` and the model's ``in_channels``, or ``shape``."""
+        if shape is not None:
+            return tuple(int(v) for v in shape)
+        if y is None:
+            raise ValueError("without a semantic map y, pass shape=(B, C, H, W) of the images to generate")
+        in_ch = getattr(getattr(model, "config", None), "in_channels", 3)
+        return (y.shape[0], in_ch, y.shape[2], y.shape[3])
 
     def p_mean_variance(self, model_out: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
                         clip_denoised: bool = True) -> dict[str, torch.Tensor]:
@@ -309,109 +358,76 @@ class GaussianDiffusion:
             x_prev = x_prev + nonzero * sigma * noise
         return x_prev
 
-    def p_sample(self, model: nn.Module, x_t: torch.Tensor, t: int | torch.Tensor, y: torch.Tensor, *,
+    def p_sample(self, model: nn.Module, x_t: torch.Tensor, t: int | torch.Tensor, y: torch.Tensor | None, *,
                  guidance_scale: float = 1.0, noise: torch.Tensor | None = None, clip_denoised: bool = True,
                  generator: torch.Generator | None = None, concat: torch.Tensor | None = None,
-                 vector: torch.Tensor | None = None) -> torch.Tensor:
+                 vector: torch.Tensor | None = None,
+                 model_kwargs: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """One ancestral step x_t -> x_{t-1}; ``t`` is the index in the (respaced) process."""
+        from .samplers import check_guidance_scale
         t = self._index(t, x_t.shape[0], x_t.device)
-        cond = _Conditioning(model, y, guidance_scale, False, concat, vector)
-        out = self.p_mean_variance(self._call(model, x_t, t, cond), x_t, t, clip_denoised)
+        cond = Conditioning(model, y, check_guidance_scale(guidance_scale), False,
+                            _merge_kwargs(model_kwargs, concat, vector))
+        out = self.p_mean_variance(self.guided_call(model, x_t, t, cond), x_t, t, clip_denoised)
         if noise is None:
             noise = _randn(x_t.shape, generator, x_t)
         return self.ddpm_step(out, t, noise)
 
     # ------------------------------------------------------------------ loops
-    def sample(self, model: nn.Module, y: torch.Tensor, *, noise: torch.Tensor | None = None,
-               guidance_scale: float = 1.0, method: str = "ddim", eta: float = 0.0,
+    def sample(self, model: nn.Module, y: torch.Tensor | None, *, noise: torch.Tensor | None = None,
+               guidance_scale: float = 1.0, method: "str | Sampler" = "ddim", eta: float = 0.0,
                clip_denoised: bool = True, progress: bool = False,
                generator: torch.Generator | None = None, concat: torch.Tensor | None = None,
                vector: torch.Tensor | None = None, init_image: torch.Tensor | None = None,
                start_step: int | None = None, cache_condition: bool = True,
-               autocast: torch.dtype | None = None,
+               autocast: torch.dtype | None = None, model_kwargs: dict[str, torch.Tensor] | None = None,
+               shape: Sequence[int] | None = None,
                callback: Callable[[int, torch.Tensor, dict[str, torch.Tensor]], None] | None = None,
                ) -> torch.Tensor:
         """Generate x_0 (B, C, H, W) in [-1, 1] conditioned on the semantic map ``y``.
 
         Args:
-            y: (B, label_channels, H, W) semantic map.
+            y: (B, label_channels, H, W) semantic map, or None for a network without one (then
+                ``shape`` gives the output shape).
             noise: x_T (or, with ``init_image``, the noise that takes it to ``start_step``);
                 drawn from ``generator`` when omitted.
             guidance_scale: classifier-free guidance ``s`` (off at ``s <= 1``).
-            method: ``"ddim"`` (deterministic at ``eta = 0``) or ``"ddpm"`` (ancestral).
+            method: a sampler name (``"ddim"``: deterministic at ``eta = 0``; ``"ddpm"``:
+                ancestral) or a :class:`gensemcom.diffusion.samplers.Sampler` object.
             init_image: start from this image (B, C, H, W) noised to ``start_step`` with
                 ``q_sample`` instead of from pure noise (SPIC starts at step 192).
             start_step: the respaced index to start at (default: the last, ``N - 1``).
             cache_condition: compute the SPADE modulations once per map (same numbers, faster).
             autocast: run the network under ``torch.autocast`` with this dtype (GPU: float16 or
                 bfloat16); the diffusion arithmetic stays in float32.
+            concat, vector: shorthands for ``model_kwargs["concat"]`` / ``["vector"]``.
+            model_kwargs: further network inputs with a leading batch dimension (e.g.
+                ``class_labels``), the same in both guidance branches.
+            shape: (B, C, H, W) of x_T when ``y`` is None.
             callback: called as ``callback(t, x_{t-1}, out)`` after every step.
         """
-        if method not in METHODS:
-            raise ValueError(f"unknown sampling method {method!r}; use one of {METHODS}")
-        if method == "ddpm" and eta != 0.0:
-            raise ValueError("eta applies to method='ddim' only")
-        cfg = getattr(model, "config", None)
-        in_ch = getattr(cfg, "in_channels", 3)
-        shape = (y.shape[0], in_ch, y.shape[2], y.shape[3])
-        device = y.device
-        if noise is None:
-            noise = _randn(shape, generator, y)
-        elif tuple(noise.shape) != shape:
-            raise ValueError(f"noise must have shape {shape}, got {tuple(noise.shape)}")
-        first = self.num_timesteps - 1 if start_step is None else int(start_step)
-        if not 0 <= first < self.num_timesteps:
-            raise ValueError(f"start_step must be in [0, {self.num_timesteps - 1}], got {start_step}")
-        with torch.inference_mode():
-            if init_image is not None:
-                if tuple(init_image.shape) != shape:
-                    raise ValueError(f"init_image must have shape {shape}, got {tuple(init_image.shape)}")
-                x = self.q_sample(init_image.to(device), first, noise)
-            else:
-                x = noise.to(device)
-            cond = _Conditioning(model, y, guidance_scale, cache_condition, concat, vector)
-            steps = range(first, -1, -1)
-            if progress:
-                from tqdm.auto import tqdm
-                steps = tqdm(steps, desc=f"{method} sampling", unit="step")
-            for i in steps:
-                t = torch.full((shape[0],), i, device=device, dtype=torch.long)
-                with _maybe_autocast(autocast, device):
-                    model_out = self._call(model, x, t, cond)
-                out = self.p_mean_variance(model_out.float(), x, t, clip_denoised)
-                if method == "ddpm":
-                    x = self.ddpm_step(out, t, _randn(shape, generator, x))
-                else:
-                    step_noise = _randn(shape, generator, x) if eta > 0 else None
-                    x = self.ddim_step(out, x, t, eta, step_noise)
-                if callback is not None:
-                    callback(i, x, out)
-        return x
+        from .samplers import make_sampler
+        sampler = make_sampler(method, eta)
+        return sampler.sample(self, model, y, noise=noise, guidance_scale=guidance_scale,
+                              clip_denoised=clip_denoised, progress=progress, generator=generator,
+                              init_image=init_image, start_step=start_step, cache_condition=cache_condition,
+                              autocast=autocast, model_kwargs=_merge_kwargs(model_kwargs, concat, vector),
+                              shape=None if shape is None else tuple(shape), callback=callback)
 
-    def invert(self, model: nn.Module, x_0: torch.Tensor, y: torch.Tensor, *, guidance_scale: float = 1.0,
+    def invert(self, model: nn.Module, x_0: torch.Tensor, y: torch.Tensor | None, *, guidance_scale: float = 1.0,
                clip_denoised: bool = True, end_step: int | None = None, progress: bool = False,
                concat: torch.Tensor | None = None, vector: torch.Tensor | None = None,
-               cache_condition: bool = True) -> torch.Tensor:
+               cache_condition: bool = True, model_kwargs: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """DDIM inversion (the deterministic reverse ODE, eta 0): image x_0 -> x_T.
 
         Runs the respaced steps ``0 .. end_step`` (default all) forward and returns the latent at
         the last one; :meth:`sample` with ``method="ddim"`` from it approximately returns x_0.
         """
-        last = self.num_timesteps - 1 if end_step is None else int(end_step)
-        with torch.inference_mode():
-            x = x_0
-            cond = _Conditioning(model, y, guidance_scale, cache_condition, concat, vector)
-            steps = range(0, last + 1)
-            if progress:
-                from tqdm.auto import tqdm
-                steps = tqdm(steps, desc="ddim inversion", unit="step")
-            for i in steps:
-                t = torch.full((x.shape[0],), i, device=x.device, dtype=torch.long)
-                out = self.p_mean_variance(self._call(model, x, t, cond), x, t, clip_denoised)
-                eps = self.predict_eps_from_x0(x, t, out["pred_x0"])
-                ab_next = self._extract("alphas_cumprod_next", t, x)
-                x = out["pred_x0"] * torch.sqrt(ab_next) + torch.sqrt(1 - ab_next) * eps
-        return x
+        from .samplers import DDIMInversion
+        return DDIMInversion().invert(self, model, x_0, y, guidance_scale=guidance_scale,
+                                      clip_denoised=clip_denoised, end_step=end_step, progress=progress,
+                                      cache_condition=cache_condition,
+                                      model_kwargs=_merge_kwargs(model_kwargs, concat, vector))
 
     # ------------------------------------------------------------------ training
     def vb_terms_bpd(self, model_out: torch.Tensor, x_0: torch.Tensor, x_t: torch.Tensor,
@@ -425,10 +441,11 @@ class GaussianDiffusion:
             x_0, out["mean"], 0.5 * out["log_variance"])) / math.log(2.0)
         return torch.where(t == 0, nll, kl)
 
-    def training_losses(self, model: nn.Module, x_0: torch.Tensor, t: int | torch.Tensor, y: torch.Tensor, *,
-                        noise: torch.Tensor | None = None, cond_drop_prob: float = 0.0,
+    def training_losses(self, model: nn.Module, x_0: torch.Tensor, t: int | torch.Tensor, y: torch.Tensor | None,
+                        *, noise: torch.Tensor | None = None, cond_drop_prob: float = 0.0,
                         generator: torch.Generator | None = None, concat: torch.Tensor | None = None,
                         vector: torch.Tensor | None = None, return_terms: bool = False,
+                        model_kwargs: dict[str, torch.Tensor] | None = None,
                         ) -> torch.Tensor | dict[str, torch.Tensor]:
         """Per-sample training loss (B,) at respaced indices ``t``.
 
@@ -443,10 +460,12 @@ class GaussianDiffusion:
         if noise is None:
             noise = _randn(x_0.shape, generator, x_0)
         if cond_drop_prob > 0:
+            if y is None:
+                raise ValueError("cond_drop_prob > 0 needs a semantic map y to drop")
             u = torch.rand(b, generator=generator, device=_gen_device(generator, x_0)).to(y.device)
             y = y * (u >= cond_drop_prob).to(y.dtype).view(-1, *([1] * (y.ndim - 1)))
         x_t = self.q_sample(x_0, t, noise)
-        kwargs = {k: v for k, v in (("concat", concat), ("vector", vector)) if v is not None}
+        kwargs = {k: v for k, v in _merge_kwargs(model_kwargs, concat, vector).items() if v is not None}
         out = model(x_t, self.model_timesteps(t), y, **kwargs)
         c = x_0.shape[1]
         target = noise if self.prediction == "epsilon" else x_0
