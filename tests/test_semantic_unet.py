@@ -127,7 +127,7 @@ def test_bad_inputs_raise_clear_errors():
 
 
 @pytest.mark.parametrize("bad,match", [
-    (dict(label_channels=0), "label_channels must be >= 1"),
+    (dict(label_channels=-1), "label_channels must be >= 0"),
     (dict(layout="ldm"), "layout must be 'gesco' or 'sdm'"),
     (dict(out_channels=5), "out_channels must be 3"),
     (dict(num_head_channels=24), "not divisible by num_head_channels"),

@@ -21,7 +21,19 @@ through SPADE group norms in the middle block and in every decoder block::
                                                           [+ Linear(vector) : Diff-JSCC hook]
 
 State-dict names and shapes are those of the reference code, so released GESCO/SDM checkpoints load
-with ``strict=True``. GESCO's encoder ResBlocks also build a SPADE norm they never call; with
+with ``strict=True``.
+
+Conditioning inputs are declared in the config, so the same family serves every system:
+
+- ``label_channels > 0``: a SPADE semantic map ``y`` (GESCO, SDM, SPIC, Diff-GO^n);
+  ``label_channels = 0``: no map and no SPADE at all: the middle and decoder blocks are plain
+  GroupNorm ResBlocks, which is the ADM / improved-diffusion U-Net (Nichol & Dhariwal 2021) with the
+  key names of openai/improved-diffusion (Diff-JSCC's receiver);
+- ``concat_channels``: image channels concatenated to ``x_t`` (SPIC);
+- ``vector_dim``: a vector added through a Linear layer to the time embedding (Diff-JSCC's latent),
+  registered as ``vector_embed`` or, with ``vector_embed_name="latent_emb"``, under Diff-JSCC's key;
+- ``num_classes``: a class-label embedding (``label_emb``, an ``nn.Embedding``) added to the time
+  embedding, as improved-diffusion's class-conditional models (Diff-JSCC's CIFAR-10 class). GESCO's encoder ResBlocks also build a SPADE norm they never call; with
 ``layout="gesco"`` those parameters exist (and stay unused) so GESCO files load strictly, with
 ``layout="sdm"`` they are absent.
 """
@@ -76,6 +88,11 @@ class SemanticUNetConfig:
             image); 0 for GESCO.
         vector_dim: width of a vector added, through a Linear layer, to the time embedding
             (Diff-JSCC's received latent); 0 for GESCO.
+        vector_embed_name: the attribute (and state-dict key prefix) of that Linear layer:
+            ``"vector_embed"`` or ``"latent_emb"`` (Diff-JSCC's released key names).
+        num_classes: classes of a class-label embedding ``label_emb`` (``nn.Embedding(num_classes,
+            4 * model_channels)``) added to the time embedding; 0 for none. The forward pass then
+            needs ``class_labels`` (B,) int64.
         gradient_checkpointing: recompute block activations in the backward pass (training only).
     """
 
@@ -100,14 +117,23 @@ class SemanticUNetConfig:
     concat_channels: int = 0
     vector_dim: int = 0
     gradient_checkpointing: bool = False
+    vector_embed_name: str = "vector_embed"
+    num_classes: int = 0
 
     def __post_init__(self) -> None:
         self.channel_mult = tuple(self.channel_mult)
         self.attention_resolutions = tuple(int(r) for r in self.attention_resolutions)
         problems = []
-        if self.label_channels < 1:
-            problems.append(f"label_channels must be >= 1 (got {self.label_channels}): the "
-                            "network is conditioned on a semantic map")
+        if self.label_channels < 0:
+            problems.append(f"label_channels must be >= 0 (got {self.label_channels}; 0 builds a "
+                            "network without a semantic map)")
+        if self.num_classes < 0:
+            problems.append(f"num_classes must be >= 0, got {self.num_classes}")
+        if self.vector_dim < 0:
+            problems.append(f"vector_dim must be >= 0, got {self.vector_dim}")
+        if self.vector_embed_name not in ("vector_embed", "latent_emb"):
+            problems.append(f"vector_embed_name must be 'vector_embed' or 'latent_emb', got "
+                            f"{self.vector_embed_name!r}")
         if self.layout not in ("gesco", "sdm"):
             problems.append(f"layout must be 'gesco' or 'sdm', got {self.layout!r}")
         if self.attention_order not in ("legacy", "new"):
@@ -447,17 +473,23 @@ class SemanticUNet(nn.Module):
         attn_ds = set(c.attention_ds)
 
         self.time_embed = nn.Sequential(nn.Linear(mc, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        if c.num_classes:
+            self.label_emb = nn.Embedding(c.num_classes, emb_dim)
         if c.vector_dim:
-            self.vector_embed = nn.Linear(c.vector_dim, emb_dim)
+            self.add_module(c.vector_embed_name, nn.Linear(c.vector_dim, emb_dim))
 
         def attention(ch: int, heads: int) -> AttentionBlock:
             return AttentionBlock(ch, heads, c.num_head_channels, c.attention_order)
 
+        dead_spade = c.layout == "gesco" and c.label_channels > 0
+
         def res(ch: int, out: int, resample: str = "none") -> ResBlock:
             return ResBlock(ch, emb_dim, c.dropout, out, c.use_scale_shift_norm, resample,
-                            dead_spade=c.layout == "gesco", spade_hidden=c.spade_hidden)
+                            dead_spade=dead_spade, spade_hidden=c.spade_hidden)
 
-        def sdm(ch: int, out: int, resample: str = "none") -> SDMResBlock:
+        def sdm(ch: int, out: int, resample: str = "none") -> nn.Module:
+            if not c.label_channels:  # no map: the plain ADM block (GroupNorm) in the map's place
+                return ResBlock(ch, emb_dim, c.dropout, out, c.use_scale_shift_norm, resample)
             return SDMResBlock(ch, emb_dim, c.dropout, out, c.label_channels, c.use_scale_shift_norm,
                                resample, c.spade_hidden)
 
@@ -502,6 +534,8 @@ class SemanticUNet(nn.Module):
     # ------------------------------------------------------------------ conditioning
     def encode_condition(self, y: torch.Tensor) -> SemanticCondition:
         """Wrap a semantic map so its SPADE modulations are computed once and reused."""
+        if not self.config.label_channels:
+            raise ValueError("this model has no semantic map input (label_channels=0): nothing to encode")
         self._check_y(y, None)
         return SemanticCondition(y)
 
@@ -514,8 +548,21 @@ class SemanticUNet(nn.Module):
                     yield m.out_norm
 
     # ------------------------------------------------------------------ forward
-    def _check_y(self, y: torch.Tensor | SemanticCondition, x: torch.Tensor | None, branches: int = 1) -> None:
+    def _check_y(self, y: torch.Tensor | SemanticCondition | None, x: torch.Tensor | None,
+                 branches: int = 1) -> None:
         c = self.config
+        if not c.label_channels:
+            # A map-free network takes y=None, or an empty (B, 0, H, W) placeholder.
+            if y is not None and (y.ndim != 4 or y.shape[1] != 0):
+                raise ValueError(f"this model has no semantic map input (label_channels=0) but was given "
+                                 f"y of shape {tuple(y.shape)}; pass y=None")
+            if branches != 1:
+                raise ValueError("branches > 1 stacks several semantic maps; this model takes none "
+                                 "(label_channels=0)")
+            return
+        if y is None:
+            raise ValueError(f"this model needs a semantic map y (B, {c.label_channels}, H, W) "
+                             f"(label_channels={c.label_channels}); got None")
         shape = tuple(y.shape)
         if len(shape) != 4 or shape[1] != c.label_channels:
             raise ValueError(f"semantic map y must be (B, {c.label_channels}, H, W) for this model "
@@ -527,9 +574,9 @@ class SemanticUNet(nn.Module):
     #: the encoder never reads the semantic map, so maps that share x_t and t can share it
     shares_encoder = True
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | SemanticCondition,
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | SemanticCondition | None = None,
                 concat: torch.Tensor | None = None, vector: torch.Tensor | None = None, *,
-                branches: int = 1) -> torch.Tensor:
+                class_labels: torch.Tensor | None = None, branches: int = 1) -> torch.Tensor:
         """See the class docstring. ``branches=k``: ``y`` holds k maps per image, stacked as k
         batch blocks of B (e.g. [conditional; all-zero] for guidance); the encoder runs once on
         x (B) and the middle/decoder on the k blocks; returns (k*B, out_channels, H, W), equal
@@ -548,11 +595,15 @@ class SemanticUNet(nn.Module):
         if t.ndim == 0:
             t = t.expand(x.shape[0])
         emb = self.time_embed(timestep_embedding(t, c.model_channels))
+        if c.num_classes:
+            emb = emb + self.label_emb(self._check_class_labels(class_labels, x.shape[0]))
+        elif class_labels is not None:
+            raise ValueError("class_labels given but the model was built with num_classes=0")
         if c.vector_dim:
             if vector is None or vector.shape != (x.shape[0], c.vector_dim):
                 raise ValueError(f"this model takes a vector (B, {c.vector_dim}) added to the time "
                                  f"embedding; got {None if vector is None else tuple(vector.shape)}")
-            emb = emb + self.vector_embed(vector)
+            emb = emb + getattr(self, c.vector_embed_name)(vector.to(emb.dtype))
         elif vector is not None:
             raise ValueError("vector given but the model was built with vector_dim=0")
         if c.concat_channels:
@@ -582,6 +633,19 @@ class SemanticUNet(nn.Module):
         for block in self.output_blocks:
             h = run(block, torch.cat([h, hs.pop()], dim=1))
         return self.out(h)
+
+    def _check_class_labels(self, labels: torch.Tensor | None, batch: int) -> torch.Tensor:
+        n = self.config.num_classes
+        if labels is None:
+            raise ValueError(f"this model is class-conditional (num_classes={n}): pass class_labels (B,) int64")
+        labels = torch.as_tensor(labels)
+        if labels.shape != (batch,) or labels.is_floating_point() or labels.is_complex() \
+                or labels.dtype == torch.bool:
+            raise ValueError(f"class_labels must be integers of shape ({batch},), got "
+                             f"{tuple(labels.shape)} {labels.dtype}")
+        if batch and (int(labels.min()) < 0 or int(labels.max()) >= n):
+            raise ValueError(f"class_labels must lie in [0, {n - 1}], got {labels.tolist()}")
+        return labels.long()
 
     def num_parameters(self, live_only: bool = False) -> int:
         """Parameter count; ``live_only`` leaves out GESCO's unused encoder ``spade_norm``."""
