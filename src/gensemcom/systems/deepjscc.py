@@ -28,6 +28,8 @@ import torch
 from ..channels.analog import make_channel
 from ..models.jscc import DeepJSCC
 from .base import PHYSICAL_CHANNELS, Batch, System, SystemOutput
+from .registry import SystemOptions, register_system
+from .transport import check_snr
 
 __all__ = ["DeepJSCCSystem", "BUNDLED_DEEPJSCC"]
 
@@ -90,8 +92,7 @@ class DeepJSCCSystem(System):
         so results do not depend on the model's device.
         """
         self.check_channel(channel)
-        if isinstance(snr_db, float) and math.isnan(snr_db):
-            raise ValueError("snr_db is NaN")
+        snr_db = check_snr(snr_db)
         h, w = batch.images.shape[2:]
         uses = self.model.channel_uses(h, w)
         device = next(self.model.parameters()).device
@@ -106,3 +107,11 @@ class DeepJSCCSystem(System):
             images=images, labels=None,
             channel_uses=torch.full((batch.size,), float(uses), dtype=torch.float64),
             info={"bandwidth_ratio": self.model.bandwidth_ratio(h, w), "channel_uses_per_pixel": uses / (h * w)})
+
+
+@register_system("deepjscc", usage="deepjscc[:FOLDER]", sends="the encoder's latent, analog (power-normalised)",
+                 receiver="the Deep JSCC decoder", description="Deep JSCC (Bourtsoulatze et al. 2019); "
+                 "default: the bundled synthetic-scenes model", cost="the latent's size / 2 complex uses per image "
+                 "(0.5 per pixel for the bundled model)")
+def _deepjscc(arg: str | None, o: SystemOptions) -> System:
+    return DeepJSCCSystem.from_pretrained(arg, device=o.device) if arg else DeepJSCCSystem.bundled(device=o.device)

@@ -20,6 +20,16 @@ Channels (``channel=``):
   (:class:`gensemcom.channels.LegacyGescoChannel`). Use it to reproduce GESCO's numbers.
 - ``"none"``: the map arrives unchanged (the upper bound).
 
+Links (:class:`GESCOSystem`, ``link=``): ``"analog"`` (above) or ``"ldpc"`` (``gesco-digital``:
+the label and instance maps PNG-coded and sent over 5G LDPC + QAM, then the same receiver).
+
+**Unlabelled pixels** (one rule, :meth:`GESCO.transmit`): pixels labelled ``ignore_index``
+(255 by default) are sent as class 0, as GESCO's data loaders do (Cityscapes' id 0 is
+"unlabeled"); any other id outside ``0 .. num_classes - 1`` is an error.
+
+One pipeline serves the Python API (:meth:`GESCO.run`), the sweep (:class:`GESCOSystem`), the
+digital variant and ``gensemcom sample``: ``transmit -> send -> regenerate``, where
+:meth:`GESCO.regenerate` draws x_T from the run's generator right after the channel's draws.
 The reference code runs one image at a time; every step here works on batches.
 """
 
@@ -36,6 +46,8 @@ from ..channels import LegacyGescoChannel, SemanticChannelOutput, SemanticMapCha
 from ..diffusion.gaussian import GaussianDiffusion
 from ..semantics import semantic_input
 from .base import Batch, System, SystemOutput
+from .registry import SystemOptions, register_system
+from .transport import check_snr
 
 __all__ = ["GESCO", "GESCOSystem", "MAP_CHANNELS", "map_channel"]
 
@@ -98,17 +110,26 @@ class GESCO:
         if self.channel not in MAP_CHANNELS:
             raise ValueError(f"unknown channel {self.channel!r}; use one of {MAP_CHANNELS}")
 
-    def transmit(self, labels: torch.Tensor, instances: torch.Tensor | None = None) -> torch.Tensor:
-        """(B,H,W) label ids [+ instance ids] -> the semantic map y (B, label_channels, H, W)."""
+    def transmit(self, labels: torch.Tensor, instances: torch.Tensor | None = None,
+                 ignore_index: int = 255) -> torch.Tensor:
+        """(B,H,W) label ids [+ instance ids] -> the semantic map y (B, label_channels, H, W).
+
+        Pixels labelled ``ignore_index`` are sent as class 0 (the module's unlabelled-pixel rule).
+        """
         if self.has_edges and instances is None:
             raise ValueError("this model takes an instance-edge channel: pass instances")
-        return semantic_input(labels, self.num_classes, instances=instances if self.has_edges else None,
-                              instance_mode=self.instance_mode)
+        return gesco_map(labels, self.num_classes, instances if self.has_edges else None, ignore_index,
+                         instance_mode=self.instance_mode)
 
     def send(self, y: torch.Tensor, snr_db: float, generator: torch.Generator | None = None) -> SemanticChannelOutput:
         """The map through the channel and the receiver's denoising."""
         ch = map_channel(self.channel, snr_db, pool=self.pool, has_edges=self.has_edges, k_factor=self.k_factor)
         return ch(y, generator=generator)
+
+    def regenerate(self, received: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """x_T drawn from ``generator`` (on the CPU for a default one), then :meth:`receive`."""
+        noise = torch.randn((received.shape[0], 3, *received.shape[2:]), generator=generator)
+        return self.receive(received, generator, noise=noise)
 
     def receive(self, received: torch.Tensor, generator: torch.Generator | None = None,
                 noise: torch.Tensor | None = None) -> torch.Tensor:
@@ -124,8 +145,7 @@ class GESCO:
         """transmit -> send -> receive; returns images, the received map and the channel cost."""
         y = self.transmit(labels, instances)
         sent = self.send(y, snr_db, generator)
-        noise = torch.randn((y.shape[0], 3, *y.shape[2:]), generator=generator)
-        images = self.receive(sent.received, generator, noise=noise)
+        images = self.regenerate(sent.received, generator)
         return {"images": images, "sent": y, "received": sent.received,
                 "channel_uses": sent.channel_uses, "channel_uses_per_pixel": sent.channel_uses_per_pixel}
 
@@ -139,22 +159,36 @@ class GESCOSystem(System):
 
     Args:
         gesco: a :class:`GESCO` (its ``channel`` field is ignored: the sweep names the channel).
+        link: ``"analog"`` (GESCO) or ``"ldpc"`` (``gesco-digital``: label + instance maps
+            PNG-coded over 5G LDPC + QAM at ``mcs``; a lost map gives a mid-grey image).
         has_edges: without a model, whether the instance-edge channel is sent (the map link then
             takes the label space of each batch).
         pool, k_factor: the receiver's denoising and the Rician K (see :func:`map_channel`).
+        mcs, num_iter: of the LDPC link.
     """
 
     channels = ("awgn", "rayleigh", "legacy")
 
-    def __init__(self, gesco: GESCO | None = None, *, has_edges: bool = True, pool: str = "fds",
-                 k_factor: float = 3.0) -> None:
+    def __init__(self, gesco: GESCO | None = None, *, link: str = "analog", has_edges: bool = True,
+                 pool: str = "fds", k_factor: float = 3.0, mcs: str = "16qam-1/2", num_iter: int = 20) -> None:
+        if link not in ("analog", "ldpc"):
+            raise ValueError(f"unknown link {link!r} for GESCO; use 'analog' or 'ldpc'")
+        if link == "ldpc" and gesco is None:
+            raise ValueError("link='ldpc' needs a GESCO model (the map alone over LDPC is `map+ldpc`)")
         self.gesco = gesco
+        self.link = link
         self.num_classes: int | None = None
         if gesco is not None:
             self.num_classes, has_edges, pool = gesco.num_classes, gesco.has_edges, gesco.pool
         self.has_edges, self.pool, self.k_factor = has_edges, pool, k_factor
-        self.name = "gesco" if gesco is not None else "gesco-map"
+        self.name = "gesco-map" if gesco is None else ("gesco" if link == "analog" else "gesco-digital")
         self.stochastic = gesco is not None
+        self._digital = None
+        if link == "ldpc":
+            from .separation import DigitalMap
+            self.channels = ("awgn", "rayleigh")
+            self._digital = DigitalMap(codec="png", link="ldpc", mcs=mcs, send_instances=self.has_edges,
+                                       regenerate=self._regenerate_labels, num_iter=num_iter)
 
     def compatible(self, batch: Batch) -> str | None:
         if self.num_classes is not None and batch.num_classes != self.num_classes:
@@ -164,14 +198,21 @@ class GESCOSystem(System):
         return None
 
     def config(self) -> dict[str, Any]:
-        cfg: dict[str, Any] = {"system": self.name, "edges": self.has_edges,
-                               "pool": self.pool}
+        cfg: dict[str, Any] = {"system": self.name, "edges": self.has_edges, "pool": self.pool}
         if self.gesco is not None:
             g = self.gesco
             cfg.update(guidance_scale=g.guidance_scale, method=g.method, eta=g.eta,
                        num_classes=g.num_classes, steps=len(g.diffusion.timesteps), clip_denoised=g.clip_denoised,
                        model=g.model.config.to_dict())
+        if self._digital is not None:
+            cfg["link"] = self._digital.config()
         return cfg
+
+    def _regenerate_labels(self, labels: torch.Tensor, instances: torch.Tensor | None,
+                           generator: torch.Generator | None) -> torch.Tensor:
+        """The digital link's receiver: maps as decoded -> images."""
+        assert self.gesco is not None
+        return self.gesco.regenerate(self.gesco.transmit(labels, instances), generator).cpu()
 
     def run(self, batch: Batch, channel: str, snr_db: float,
             generator: torch.Generator | None = None) -> SystemOutput:
@@ -179,16 +220,70 @@ class GESCOSystem(System):
         reason = self.compatible(batch)
         if reason:
             raise ValueError(reason)
-        labels = batch.labels.clone()
-        # unlabelled pixels carry no class: send them as background (class 0), as GESCO's loaders do
-        labels[labels == batch.ignore_index] = 0
-        y = semantic_input(labels, batch.num_classes, instances=batch.instances if self.has_edges else None)
+        if self._digital is not None:
+            out = self._digital.run(batch, channel, snr_db, generator)
+            out.info["noise"] = "Es/N0 per complex use"
+            return out
+        if channel != "legacy":
+            snr_db = check_snr(snr_db)
+        y = gesco_map(batch.labels, batch.num_classes, batch.instances if self.has_edges else None,
+                      batch.ignore_index)
         ch = map_channel(channel, snr_db, pool=self.pool, has_edges=self.has_edges, k_factor=self.k_factor)
         sent = ch(y, generator=generator)
         received_ids = sent.received[:, :batch.num_classes].argmax(1)
         images = None
         if self.gesco is not None:
-            noise = torch.randn((y.shape[0], 3, *y.shape[2:]), generator=generator)
-            images = self.gesco.receive(sent.received, generator, noise=noise).cpu()
+            images = self.gesco.regenerate(sent.received, generator).cpu()
         return SystemOutput(images=images, labels=received_ids, channel_uses=sent.channel_uses.to(torch.float64),
                             info={"noise": "legacy table std" if channel == "legacy" else "Es/N0 per complex use"})
+
+
+def gesco_map(labels: torch.Tensor, num_classes: int, instances: torch.Tensor | None = None,
+              ignore_index: int | None = 255, instance_mode: str = "exact") -> torch.Tensor:
+    """GESCO's transmitted map: one-hot classes [+ the instance-edge channel], (B, C[+1], H, W).
+
+    The unlabelled-pixel rule: ``ignore_index`` pixels are sent as class 0; any other id outside
+    ``0 .. num_classes - 1`` raises ValueError naming it.
+    """
+    labels = torch.as_tensor(labels)
+    if ignore_index is not None:
+        labels = torch.where(labels == ignore_index, torch.zeros_like(labels), labels)
+    if labels.numel():
+        lo, hi = int(labels.min()), int(labels.max())
+        if lo < 0 or hi >= num_classes:
+            raise ValueError(f"label ids span [{lo}, {hi}] but the model has {num_classes} classes "
+                             f"(0..{num_classes - 1}; {ignore_index} marks unlabelled pixels)")
+    return semantic_input(labels, num_classes, instances=instances, instance_mode=instance_mode)
+
+
+# ---------------------------------------------------------------------------- registrations
+_GESCO_SENDS = "one-hot map of the present classes + instance edges, analog"
+_GESCO_COST = "(present classes + 1) x H x W / 2 complex uses per image (about 6 per pixel on the synthetic scenes)"
+
+
+@register_system("gesco", usage="gesco[:FOLDER]", sends=_GESCO_SENDS,
+                 receiver="FDS denoising, then the semantic diffusion model (DDIM, guidance)",
+                 description="GESCO (Grassucci et al. 2023); default: the bundled synthetic-scenes model",
+                 cost=_GESCO_COST)
+def _gesco(arg: str | None, o: SystemOptions) -> System:
+    from ..zoo import load_gesco
+    return GESCOSystem(load_gesco(arg, steps=o.steps, guidance_scale=o.guidance_scale, device=o.device))
+
+
+@register_system("gesco-map", sends=_GESCO_SENDS, receiver="FDS denoising only (the map GESCO conditions on)",
+                 description="GESCO's map link alone, without the generator; any label space", cost=_GESCO_COST)
+def _gesco_map(arg: str | None, o: SystemOptions) -> System:
+    if arg:
+        raise ValueError(f"gesco-map takes no argument, got {arg!r}")
+    return GESCOSystem(None)
+
+
+@register_system("gesco-digital", usage="gesco-digital[:MCS]",
+                 sends="label + instance maps PNG-coded (lossless), 5G LDPC + QAM",
+                 receiver="PNG decoding, then the bundled GESCO model; a lost map gives mid-grey",
+                 description="GESCO with its map sent digitally (the cliff instead of graceful decline)",
+                 cost="as many channel uses as the two files need")
+def _gesco_digital(arg: str | None, o: SystemOptions) -> System:
+    from ..zoo import load_gesco
+    g = load_gesco(None, steps=o.steps, guidance_scale=o.guidance_scale, device=o.device)
+    return GESCOSystem(g, link="ldpc", mcs=arg or o.mcs)

@@ -1,30 +1,28 @@
-"""Systems by name, for sweeps and the command line.
+"""Systems by name, registered once (CompressAI's ``register_model`` pattern).
 
-=========================  ==========================================================================
-``gesco[:FOLDER]``         GESCO: analog one-hot map + edges, FDS denoising, diffusion regeneration
-                           (default: the bundled synthetic-scenes model)
-``gesco-map``              GESCO's map link alone (no generator): works on any label space
-``gesco-digital[:MCS]``    the map and instances losslessly coded (PNG), 5G LDPC + QAM, then GESCO
-``map+ldpc[:MCS]``         the label map losslessly coded, 5G LDPC + QAM (what SPIC/Diff-GO^n send)
-``map+capacity``           the same at Shannon capacity
-``CODEC+ldpc[:MCS]``       separate coding: CODEC (jpeg, webp, jpeg2000, jpegxl, hevc) under the bit
-                           budget of ``bandwidth`` channel uses per pixel, 5G LDPC + QAM
-``CODEC+capacity``         the same at Shannon capacity (the ideal digital system)
-``deepjscc[:FOLDER]``      Deep JSCC (default: the bundled model)
-=========================  ==========================================================================
+Each system module registers a factory with :func:`register_system`::
 
-MCS names: see :data:`gensemcom.channels.coded.MCS_PRESETS` (e.g. ``16qam-1/2``).
+    @register_system("gesco", usage="gesco[:FOLDER]", sends="one-hot map + edges, analog", ...)
+    def _gesco(arg: str | None, options: SystemOptions) -> System: ...
+
+``build_system("gesco:runs/m1", options)`` splits the spec at the first ``:``, looks the name up
+and calls the factory with the rest (``"runs/m1"``) or None. ``available_systems()`` lists every
+registration (``gensemcom systems`` prints it). The registry imports every module of
+:mod:`gensemcom.systems` on first use, so a new system is one module and its decorator.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
 
-from .base import System
+if TYPE_CHECKING:  # pragma: no cover
+    from .base import System
 
-__all__ = ["SystemOptions", "build_system", "SYSTEM_HELP"]
-
-SYSTEM_HELP = __doc__
+__all__ = ["SystemOptions", "SystemInfo", "register_system", "build_system", "available_systems",
+           "system_help", "SYSTEM_HELP"]
 
 
 @dataclass
@@ -32,7 +30,7 @@ class SystemOptions:
     """Settings shared by the systems a command builds.
 
     Attributes:
-        steps: DDIM steps of diffusion receivers.
+        steps: sampling steps of diffusion receivers.
         guidance_scale: classifier-free guidance (None: the model's own).
         bandwidth: complex channel uses per pixel allowed to the separate-coding baselines.
         mcs: default modulation and coding scheme of the LDPC links.
@@ -46,57 +44,98 @@ class SystemOptions:
     device: str = "cpu"
 
 
-def build_system(spec: str, options: SystemOptions | None = None, _cache: dict | None = None) -> System:
-    """The system named by ``spec`` (see the module docstring); ValueError for an unknown name."""
-    o = options or SystemOptions()
-    name, _, arg = spec.partition(":")
+#: ``factory(arg, options) -> System``; ``arg`` is the spec after the first ``:`` (or None).
+Factory = Callable[[str | None, SystemOptions], "System"]
+
+
+@dataclass(frozen=True)
+class SystemInfo:
+    """One registered system.
+
+    Attributes:
+        name: what ``--systems`` takes (before any ``:``).
+        usage: the full spec form, e.g. ``"gesco[:FOLDER]"``.
+        description: one line.
+        sends: what crosses the channel.
+        receiver: how the image is reconstructed.
+        cost: the channel-use / bit cost, in words.
+        factory: builds the system.
+    """
+
+    name: str
+    usage: str
+    description: str
+    sends: str
+    receiver: str
+    cost: str
+    factory: Factory
+
+
+_REGISTRY: dict[str, SystemInfo] = {}
+_LOADED = False
+
+
+def register_system(name: str, *, description: str, sends: str, receiver: str, cost: str,
+                    usage: str | None = None) -> Callable[[Factory], Factory]:
+    """Decorator: register ``factory`` under ``name`` (lower case, no ``:``)."""
+    key = name.strip().lower()
+    if not key or ":" in key:
+        raise ValueError(f"system names are non-empty and contain no ':', got {name!r}")
+
+    def decorate(factory: Factory) -> Factory:
+        if key in _REGISTRY and _REGISTRY[key].factory is not factory:
+            raise ValueError(f"system {key!r} is registered twice")
+        _REGISTRY[key] = SystemInfo(key, usage or key, description, sends, receiver, cost, factory)
+        return factory
+
+    return decorate
+
+
+def _load_all() -> None:
+    """Import every module of this package once, so that their decorators run."""
+    global _LOADED
+    if _LOADED:
+        return
+    package = importlib.import_module(__package__)
+    for module in pkgutil.iter_modules(package.__path__):
+        if module.name not in ("registry", "base"):
+            importlib.import_module(f"{__package__}.{module.name}")
+    _LOADED = True
+
+
+def available_systems() -> list[SystemInfo]:
+    """Every registered system, by name."""
+    _load_all()
+    return [_REGISTRY[k] for k in sorted(_REGISTRY)]
+
+
+def build_system(spec: str, options: SystemOptions | None = None) -> "System":
+    """The system named by ``spec`` (``NAME[:ARG]``); ValueError for an unknown name."""
+    _load_all()
+    name, _, arg = str(spec).partition(":")
     name = name.strip().lower()
-    arg = arg.strip() or None
-    if name in ("gesco", "gesco-digital"):
-        from ..zoo import load_gesco
-        from .gesco import GESCOSystem
-        g = load_gesco(arg if name == "gesco" else None, steps=o.steps, guidance_scale=o.guidance_scale,
-                       device=o.device)
-        return GESCOSystem(g) if name == "gesco" else _gesco_digital(g, arg or o.mcs)
-    if name == "gesco-map":
-        from .gesco import GESCOSystem
-        return GESCOSystem(None)
-    if name == "deepjscc":
-        from .deepjscc import DeepJSCCSystem
-        return DeepJSCCSystem.from_pretrained(arg, device=o.device) if arg else DeepJSCCSystem.bundled(device=o.device)
-    if "+" in name:
-        source, link = name.split("+", 1)
-        if link not in ("ldpc", "capacity"):
-            raise ValueError(f"unknown link {link!r} in system {spec!r}: use +ldpc or +capacity")
-        from .separation import DigitalMap, SeparateCoding
-        mcs = arg or o.mcs
-        if source == "map":
-            return DigitalMap(codec="png", link=link, mcs=mcs)
-        return SeparateCoding(codec=source, link=link, mcs=mcs, bandwidth=o.bandwidth)
-    raise ValueError(f"unknown system {spec!r}; `gensemcom evaluate --help` lists them")
+    info = _REGISTRY.get(name)
+    if info is None:
+        if "+" in name:  # CODEC+LINK: say which half is wrong
+            source, link = name.split("+", 1)
+            if link not in ("ldpc", "capacity"):
+                raise ValueError(f"unknown link {link!r} in system {spec!r}: use +ldpc or +capacity")
+            raise ValueError(f"unknown codec {source!r} in system {spec!r}; registered: "
+                             f"{', '.join(sorted(k for k in _REGISTRY if k.endswith('+' + link)))}")
+        raise ValueError(f"unknown system {spec!r}; registered: {', '.join(sorted(_REGISTRY))} "
+                         "(`gensemcom systems` describes them)")
+    return info.factory(arg.strip() or None, options or SystemOptions())
 
 
-def _gesco_digital(gesco, mcs: str) -> System:
-    """The map and instance map sent losslessly over LDPC, then GESCO regenerates the image."""
-    import torch
+def system_help() -> str:
+    """A text table of the registered systems (for ``--help`` epilogues)."""
+    rows = [(i.usage, i.description) for i in available_systems()]
+    width = max(len(u) for u, _ in rows)
+    return "systems:\n" + "\n".join(f"  {u:<{width}}  {d}" for u, d in rows)
 
-    from ..semantics import semantic_input
-    from .gesco import GESCOSystem
-    from .separation import DigitalMap
 
-    def regenerate(labels: torch.Tensor, instances: torch.Tensor | None, generator: torch.Generator) -> torch.Tensor:
-        labels = labels.clone()
-        labels[labels >= gesco.num_classes] = 0  # unlabelled pixels go in as background, as GESCO's loaders do
-        y = semantic_input(labels, gesco.num_classes, instances=instances if gesco.has_edges else None)
-        noise = torch.randn((y.shape[0], 3, *y.shape[2:]), generator=generator)
-        return gesco.receive(y, generator, noise=noise).cpu()
-
-    system = DigitalMap(codec="png", link="ldpc", mcs=mcs, send_instances=gesco.has_edges, regenerate=regenerate)
-    system.name = "gesco-digital"
-    system.stochastic = True
-    receiver = GESCOSystem(gesco)
-    system.compatible = receiver.compatible  # same label space and edges as GESCO itself
-    link_config = system.config
-    # the sampler's settings identify the records too (steps, guidance, model)
-    system.config = lambda: {**link_config(), "system": "gesco-digital", "gesco": receiver.config()}
-    return system
+def __getattr__(name: str) -> str:
+    # SYSTEM_HELP is built on first access: building it imports every system module
+    if name == "SYSTEM_HELP":
+        return system_help()
+    raise AttributeError(name)

@@ -39,34 +39,16 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ..channels.analog import rayleigh_fading
-from ..channels.coded import LDPCLink, capacity_bits, capacity_uses, get_mcs
 from ..codecs import (IMAGE_CODECS, LABEL_CODECS, CodecError, _check_chroma, decode_image, decode_labels,
                       encode_labels, encode_to_budget, file_length)
 from .base import PHYSICAL_CHANNELS, Batch, System, SystemOutput
+from .registry import SystemOptions, register_system
+from .transport import LINKS, PayloadLink, check_snr, draw_gains, gain_of, gain_powers, uses_allowed
 
 __all__ = ["SeparateCoding", "DigitalMap", "LINKS"]
 
-LINKS = ("ldpc", "capacity")
-
 #: ``regenerate(labels (B,H,W) int64, instances (B,H,W) int64 | None, generator) -> (B,3,H,W)``
 Regenerator = Callable[[torch.Tensor, "torch.Tensor | None", "torch.Generator | None"], torch.Tensor]
-
-
-def _check_link(link: str) -> str:
-    if link not in LINKS:
-        raise ValueError(f"unknown link {link!r}; expected one of {LINKS}")
-    return link
-
-
-def _check_snr(snr_db: float) -> float:
-    try:
-        snr = float(snr_db)
-    except (TypeError, ValueError):
-        raise ValueError(f"snr_db must be a number, got {snr_db!r}") from None
-    if math.isnan(snr) or snr == -math.inf:
-        raise ValueError(f"snr_db must be a number > -inf, got {snr_db!r}")
-    return snr
 
 
 def _to_uint8(images: torch.Tensor) -> list[np.ndarray]:
@@ -78,27 +60,6 @@ def _to_uint8(images: torch.Tensor) -> list[np.ndarray]:
 def _from_uint8(image: np.ndarray) -> torch.Tensor:
     """uint8 (H,W,3) -> (3,H,W) float32 in [-1,1]."""
     return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 127.5 - 1.0
-
-
-def _draw_gains(channel: str, batch: int, generator: torch.Generator | None) -> torch.Tensor | None:
-    """One CN(0,1) gain per image on Rayleigh, None on AWGN."""
-    if channel == "rayleigh":
-        dev = generator.device if generator is not None else torch.device("cpu")
-        return rayleigh_fading(batch, 1, generator=generator, dtype=torch.complex64, device=dev)[:, 0].cpu()
-    return None
-
-
-def _gain(gains: torch.Tensor | None, i: int) -> complex | None:
-    return None if gains is None else complex(gains[i].item())
-
-
-def _gain_power(gains: torch.Tensor | None) -> list[float] | None:
-    return None if gains is None else [float(g) for g in gains.abs().pow(2)]
-
-
-def _uses_allowed(bandwidth: float, pixels: int) -> int:
-    # the epsilon keeps e.g. 0.29 * 100 = 28.999... at 29
-    return int(math.floor(bandwidth * pixels + 1e-9))
 
 
 class SeparateCoding(System):
@@ -135,8 +96,8 @@ class SeparateCoding(System):
         if codec not in IMAGE_CODECS:
             raise ValueError(f"unknown image codec {codec!r}; expected one of {IMAGE_CODECS}")
         self.codec = codec
-        self.link = _check_link(link)
-        self.mcs = get_mcs(mcs)
+        self.transport = PayloadLink(link, mcs, num_iter=num_iter, device=device)
+        self.link, self.mcs = link, self.transport.mcs
         try:
             bw = float(bandwidth)
         except (TypeError, ValueError):
@@ -146,61 +107,37 @@ class SeparateCoding(System):
         self.bandwidth = bw
         _check_chroma(codec, chroma)  # now rather than on the first image
         self.chroma = chroma
-        self.num_iter = num_iter
-        self.device = device
-        self._links: dict[str, LDPCLink] = {}
         codec_name = codec if chroma is None else f"{codec}:{chroma}"
-        self.name = f"{codec_name}+ldpc({self.mcs.name})" if link == "ldpc" else f"{codec_name}+capacity"
-
-    def _link(self, channel: str) -> LDPCLink:
-        if channel not in self._links:
-            self._links[channel] = LDPCLink(self.mcs, channel, num_iter=self.num_iter, device=self.device)
-        return self._links[channel]
+        self.name = f"{codec_name}+{self.transport.label}"
 
     def config(self) -> dict[str, Any]:
-        return {"system": "separate_coding", "codec": self.codec, "chroma": self.chroma, "link": self.link,
-                "mcs": self.mcs.name if self.link == "ldpc" else None,
-                "k": self.mcs.k if self.link == "ldpc" else None,
-                "num_iter": self.num_iter if self.link == "ldpc" else None, "bandwidth": self.bandwidth}
+        return {"system": "separate_coding", "codec": self.codec, "chroma": self.chroma, **self.transport.config(),
+                "bandwidth": self.bandwidth}
 
     def budget_bits(self, height: int, width: int, snr_db: float = math.inf,
                     gain: complex | None = None) -> int | float:
         """The file budget in bits for one image (``inf``: unlimited, capacity link at inf SNR)."""
-        uses = _uses_allowed(self.bandwidth, height * width)
-        if self.link == "ldpc":
-            return (uses // self.mcs.symbols_per_block) * self.mcs.k
-        return capacity_bits(uses, snr_db, gain)
+        return self.transport.budget_bits(uses_allowed(self.bandwidth, height * width), snr_db, gain)
 
     def run(self, batch: Batch, channel: str, snr_db: float,
             generator: torch.Generator | None = None) -> SystemOutput:
         self.check_channel(channel)
-        snr = _check_snr(snr_db)
+        snr = check_snr(snr_db)
         b, h, w = batch.size, batch.images.shape[2], batch.images.shape[3]
-        gains = _draw_gains(channel, b, generator)
+        gains = draw_gains(channel, b, generator)
         files: list[bytes | None] = []
         qualities: list[int | None] = []
         budgets: list[int | None] = []
         for i, img in enumerate(_to_uint8(batch.images)):
-            budget = self.budget_bits(h, w, snr, _gain(gains, i))
+            budget = self.budget_bits(h, w, snr, gain_of(gains, i))
             data, q = encode_to_budget(img, self.codec, budget, self.chroma)
             files.append(data)
             qualities.append(q)
             budgets.append(None if math.isinf(budget) else int(budget))
-        received: list[bytes | None] = [None] * b
-        uses = [0] * b
-        block_errors = [0] * b
-        sent = [i for i in range(b) if files[i] is not None]
-        if self.link == "ldpc":
-            results = self._link(channel)([files[i] for i in sent], snr, generator,
-                                          gains=None if gains is None else gains[sent])
-            for i, r in zip(sent, results):
-                uses[i] = r.channel_uses
-                block_errors[i] = r.block_errors
-                received[i] = r.data if r.success else None
-        else:
-            for i in sent:
-                uses[i] = int(capacity_uses(8 * len(files[i]), snr, _gain(gains, i)))
-                received[i] = files[i]
+        deliveries = self.transport.send(files, channel, snr, generator, gains)
+        received = [d.data for d in deliveries]
+        uses = [d.channel_uses for d in deliveries]
+        block_errors = [d.block_errors for d in deliveries]
         images = torch.zeros(b, 3, h, w)
         lost = torch.ones(b, dtype=torch.bool)
         for i, data in enumerate(received):
@@ -215,9 +152,9 @@ class SeparateCoding(System):
             images[i] = _from_uint8(out)
             lost[i] = False
         info: dict[str, Any] = {"quality": qualities, "budget_bits": budgets, "block_errors": block_errors,
-                                "allowed_uses": _uses_allowed(self.bandwidth, h * w)}
+                                "allowed_uses": uses_allowed(self.bandwidth, h * w)}
         if gains is not None:
-            info["gain_power"] = _gain_power(gains)
+            info["gain_power"] = gain_powers(gains)
         return SystemOutput(
             images=images.to(batch.images.device, batch.images.dtype),
             labels=None,
@@ -272,67 +209,41 @@ class DigitalMap(System):
                 raise ValueError(f"max_bandwidth must be None or a finite number > 0, got {max_bandwidth!r}")
             max_bandwidth = mb
         self.codec = codec
-        self.link = _check_link(link)
-        self.mcs = get_mcs(mcs)
+        self.transport = PayloadLink(link, mcs, num_iter=num_iter, device=device)
+        self.link, self.mcs = link, self.transport.mcs
         self.send_instances = bool(send_instances)
         self.regenerate = regenerate
         self.max_bandwidth = max_bandwidth
-        self.num_iter = num_iter
-        self.device = device
         #: a regenerating receiver samples
         self.stochastic = regenerate is not None
-        self._links: dict[str, LDPCLink] = {}
         what = f"map{'+inst' if self.send_instances else ''}[{codec}]"
-        self.name = f"{what}+ldpc({self.mcs.name})" if link == "ldpc" else f"{what}+capacity"
-
-    def _link(self, channel: str) -> LDPCLink:
-        if channel not in self._links:
-            self._links[channel] = LDPCLink(self.mcs, channel, num_iter=self.num_iter, device=self.device)
-        return self._links[channel]
+        self.name = f"{what}+{self.transport.label}"
 
     def config(self) -> dict[str, Any]:
         regen = None
         if self.regenerate is not None:
             regen = getattr(self.regenerate, "__qualname__", None) or type(self.regenerate).__name__
-        return {"system": "digital_map", "codec": self.codec, "link": self.link,
-                "mcs": self.mcs.name if self.link == "ldpc" else None,
-                "k": self.mcs.k if self.link == "ldpc" else None,
-                "num_iter": self.num_iter if self.link == "ldpc" else None,
+        return {"system": "digital_map", "codec": self.codec, **self.transport.config(),
                 "send_instances": self.send_instances, "regenerate": regen, "max_bandwidth": self.max_bandwidth}
 
     def run(self, batch: Batch, channel: str, snr_db: float,
             generator: torch.Generator | None = None) -> SystemOutput:
         self.check_channel(channel)
-        snr = _check_snr(snr_db)
+        snr = check_snr(snr_db)
         if self.send_instances and batch.instances is None:
             raise ValueError("send_instances=True needs batch.instances")
         b, h, w = batch.size, batch.labels.shape[1], batch.labels.shape[2]
-        gains = _draw_gains(channel, b, generator)
+        gains = draw_gains(channel, b, generator)
         labels_np = batch.labels.detach().cpu().numpy()
         inst_np = batch.instances.detach().cpu().numpy() if self.send_instances else None
         label_files = [encode_labels(labels_np[i], self.codec) for i in range(b)]
         inst_files = [encode_labels(inst_np[i], self.codec) for i in range(b)] if inst_np is not None else None
         payloads = [label_files[i] + (inst_files[i] if inst_files is not None else b"") for i in range(b)]
-        cap = None if self.max_bandwidth is None else _uses_allowed(self.max_bandwidth, h * w)
-
-        received: list[bytes | None] = [None] * b
-        uses = [0] * b
-        block_errors = [0] * b
-        if self.link == "ldpc":
-            link = self._link(channel)
-            sent = [i for i in range(b) if cap is None or link.channel_uses(8 * len(payloads[i])) <= cap]
-            results = link([payloads[i] for i in sent], snr, generator, gains=None if gains is None else gains[sent])
-            for i, r in zip(sent, results):
-                uses[i] = r.channel_uses
-                block_errors[i] = r.block_errors
-                received[i] = r.data if r.success else None
-        else:
-            for i in range(b):
-                need = capacity_uses(8 * len(payloads[i]), snr, _gain(gains, i))
-                if math.isinf(need) or (cap is not None and need > cap):
-                    continue
-                uses[i] = int(need)
-                received[i] = payloads[i]
+        cap = None if self.max_bandwidth is None else uses_allowed(self.max_bandwidth, h * w)
+        deliveries = self.transport.send(payloads, channel, snr, generator, gains, max_uses=cap)
+        received = [d.data for d in deliveries]
+        uses = [d.channel_uses for d in deliveries]
+        block_errors = [d.block_errors for d in deliveries]
 
         out_labels = torch.full((b, h, w), batch.ignore_index, dtype=torch.int64)
         out_inst = torch.full((b, h, w), batch.ignore_index, dtype=torch.int64) if self.send_instances else None
@@ -371,7 +282,7 @@ class DigitalMap(System):
         if inst_files is not None:
             info["instance_bits"] = [8 * len(f) for f in inst_files]
         if gains is not None:
-            info["gain_power"] = _gain_power(gains)
+            info["gain_power"] = gain_powers(gains)
         return SystemOutput(
             images=images,
             labels=out_labels.to(batch.labels.device),
@@ -383,3 +294,28 @@ class DigitalMap(System):
 
     def __repr__(self) -> str:
         return f"DigitalMap({self.name!r})"
+
+
+# ---------------------------------------------------------------------------- registrations
+def _link_options(spec_link: str):
+    def build_map(arg: str | None, o: SystemOptions) -> System:
+        return DigitalMap(codec="png", link=spec_link, mcs=arg or o.mcs)
+    return build_map
+
+
+for _link in LINKS:
+    _mcs_note = "[:MCS]" if _link == "ldpc" else ""
+    _how = "5G LDPC + QAM at an MCS (the cliff)" if _link == "ldpc" else "an ideal code at the Shannon capacity"
+    register_system(
+        f"map+{_link}", usage=f"map+{_link}{_mcs_note}",
+        description=f"the label map alone, PNG-coded (lossless), {_how}",
+        sends="the label map as a PNG file (bits)", receiver="PNG decoding: the map exact, or lost",
+        cost="as many channel uses as the file needs")(_link_options(_link))
+    for _codec in IMAGE_CODECS:
+        def _build(arg: str | None, o: SystemOptions, codec: str = _codec, link: str = _link) -> System:
+            return SeparateCoding(codec=codec, link=link, mcs=arg or o.mcs, bandwidth=o.bandwidth)
+        register_system(
+            f"{_codec}+{_link}", usage=f"{_codec}+{_link}{_mcs_note}",
+            description=f"separate coding: {_codec.upper()} under the bandwidth budget, {_how}",
+            sends=f"the image as a {_codec.upper()} file (bits)", receiver=f"{_codec.upper()} decoding; lost: mid-grey",
+            cost="--bandwidth channel uses per pixel (0.5 by default)")(_build)
