@@ -200,3 +200,90 @@ def test_digital_link_uses_and_per_sample_snr():
     assert DigitalLink("64qam", "rayleigh")(bits, 30.0, generator=gen(1)).channel_uses == 167
     with pytest.raises(ValueError, match="channel"):
         DigitalLink("qpsk", "rician")
+
+
+# ---------------------------------------------------------------------------------------------- 38.211 / Sionna
+
+SIONNA_KINDS = (("bpsk", "pam", 1), ("qpsk", "qam", 2), ("16qam", "qam", 4), ("64qam", "qam", 6),
+                (8, "qam", 8))  # 256-QAM by bits per symbol
+
+
+@pytest.fixture(scope="module")
+def sionna_mapping():
+    """``sionna.phy.mapping``, imported with torch's global RNG state kept (importing Sionna reseeds it)."""
+    state = torch.get_rng_state()
+    try:
+        import sionna.phy.mapping as mapping
+    finally:
+        torch.set_rng_state(state)
+    return mapping
+
+
+def test_16qam_is_the_38211_table():
+    # TS 38.211 section 5.1.3, written out independently of both implementations
+    b = Constellation("16qam").bit_labels.double()
+    i = (1 - 2 * b[:, 0]) * (2 - (1 - 2 * b[:, 2]))
+    q = (1 - 2 * b[:, 1]) * (2 - (1 - 2 * b[:, 3]))
+    want = (i + 1j * q) / math.sqrt(10)
+    assert torch.allclose(Constellation("16qam").points_as(torch.complex128), want.to(torch.complex128), atol=1e-15)
+    # 64-QAM, section 5.1.4
+    b = Constellation("64qam").bit_labels.double()
+    i = (1 - 2 * b[:, 0]) * (4 - (1 - 2 * b[:, 2]) * (2 - (1 - 2 * b[:, 4])))
+    q = (1 - 2 * b[:, 1]) * (4 - (1 - 2 * b[:, 3]) * (2 - (1 - 2 * b[:, 5])))
+    assert torch.allclose(Constellation("64qam").points_as(torch.complex128), (i + 1j * q) / math.sqrt(42),
+                          atol=1e-15)
+
+
+@pytest.mark.parametrize("kind,stype,k", SIONNA_KINDS)
+def test_symbols_match_sionna_mapper(sionna_mapping, kind, stype, k):
+    bits = random_bits(3, k * 400, 20 + k)
+    ours = map_bits(bits, kind)
+    theirs = sionna_mapping.Mapper(stype, k, precision="single", device="cpu")(bits.float())
+    assert theirs.shape == ours.shape
+    assert (ours - theirs).abs().max().item() < 1e-6  # float32 rounding of the normalisation only
+    # the constellations themselves, point for point in double precision
+    sc = sionna_mapping.Constellation(stype, k, precision="double", device="cpu")()
+    assert (Constellation(kind).points_as(torch.complex128) - sc).abs().max().item() < 1e-14
+
+
+@pytest.mark.parametrize("kind,stype,k", SIONNA_KINDS[:4])
+@pytest.mark.parametrize("faded", [False, True])
+def test_llrs_match_sionna_app_demapper(sionna_mapping, kind, stype, k, faded):
+    """Exact ("app") LLRs, ours ``log P(0)/P(1)`` = minus Sionna's ``log P(1)/P(0)``, per-sample N0 from
+    -3 to 30 dB; with fading through Sionna's equivalent ``y / h`` at ``N0 / |h|^2``. Double precision:
+    relative difference < 1e-9 (of max(1, |LLR|)); single precision < 1e-4."""
+    g = gen(30 + k)
+    bits = random_bits(4, k * 1500, 31 + k)
+    no = 10 ** (-torch.tensor([-3.0, 5.0, 15.0, 30.0], dtype=torch.float64) / 10)
+    for prec, cdtype, tol in (("double", torch.complex128, 1e-9), ("single", torch.complex64, 1e-4)):
+        s = map_bits(bits, kind).to(cdtype)
+        h = None
+        if faded:
+            h = torch.polar(torch.rand(s.shape, generator=g, dtype=torch.float64) + 0.2,
+                            torch.rand(s.shape, generator=g, dtype=torch.float64) * 2 * math.pi).to(cdtype)
+        y = awgn(s if h is None else h * s, no.to(s.real.dtype), generator=g)
+        ours = demap_llr(y, no.to(s.real.dtype), kind, h=h)
+        demapper = sionna_mapping.Demapper("app", stype, k, precision=prec, device="cpu")
+        n_eff = no.to(s.real.dtype)[:, None].expand(s.shape)
+        theirs = demapper(y, n_eff) if h is None else demapper(y / h, n_eff / h.abs() ** 2)
+        assert ours.shape == theirs.shape == bits.shape
+        rel = ((ours + theirs).abs() / theirs.abs().clamp_min(1.0)).max().item()
+        assert rel < tol, (prec, rel)
+        # and the bits decided from them are Sionna's hard decisions
+        hard = sionna_mapping.Demapper("app", stype, k, hard_out=True, precision=prec, device="cpu")
+        agree = (torch.as_tensor(hard(y, n_eff) if h is None else hard(y / h, n_eff / h.abs() ** 2)).long()
+                 == (ours < 0).long())
+        assert agree.float().mean().item() > 0.9999
+
+
+@pytest.mark.parametrize("kind,stype,k", SIONNA_KINDS[:4])
+def test_hard_decisions_match_sionna_maxlog(sionna_mapping, kind, stype, k):
+    # max-log hard decisions are the bits of the nearest point: our minimum-distance demapper
+    g = gen(40 + k)
+    bits = random_bits(2, k * 2000, 41 + k)
+    s = map_bits(bits, kind)
+    y = awgn(s, 10 ** (-3 / 10), generator=g)
+    theirs = sionna_mapping.Demapper("maxlog", stype, k, hard_out=True, device="cpu", precision="single")(
+        y, torch.tensor(10 ** (-3 / 10)))
+    assert torch.equal(theirs.long(), demap_hard(y, kind))
+    assert (demap_hard(y, kind) != bits).any()  # the test has errors to agree on

@@ -2,7 +2,8 @@
 
 - :mod:`.analog`: real payload -> complex symbols (pairs), per-sample power normalisation,
   AWGN / Rayleigh / Rician flat fading, ZF / MMSE equalisation, ``make_channel``.
-- :mod:`.digital`: Gray-mapped BPSK / QPSK / 16-QAM / 64-QAM, hard and exact-LLR demapping,
+- :mod:`.digital`: BPSK / QPSK / 16-QAM / 64-QAM with the Gray bit labelling of 3GPP TS 38.211
+  (as Sionna's and any 5G NR mapper), hard and exact-LLR demapping,
   BER theory, AWGN and Rayleigh ergodic capacity, an uncoded ``DigitalLink``.
 - :mod:`.legacy`: GESCO's reference channel (SNR lookup table of noise stds + FDS denoising) and
   ``SemanticMapChannel``, the same map handling over a physical channel.

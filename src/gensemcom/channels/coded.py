@@ -5,7 +5,8 @@ Coded link (:class:`LDPCLink`), per payload::
 
     bits (L,) --split into k-bit blocks, last one zero-padded--> (ceil(L/k), k)
       --5G NR LDPC encoder (Sionna, rate k/n)--> (ceil(L/k), n) codeword bits
-      --Gray mapping (map_bits)--> ceil(L/k) * n / m symbols          (m = bits per symbol)
+      --Gray mapping (map_bits; TS 38.211 labelling, as a 5G NR mapper)--> ceil(L/k) * n / m symbols
+                                                                    (m = bits per symbol)
       --channel: y = h s + w, w ~ CN(0, N0), N0 = 10^(-SNR/10)--> (h = 1 on AWGN; one CN(0, 1)
                                                                     gain per payload on Rayleigh)
       --exact LLRs with the known h (demap_llr)--> belief-propagation decoding (all blocks of all

@@ -4,12 +4,18 @@ Conventions
 -----------
 
 - **Constellations** (:class:`Constellation`): BPSK, QPSK, 16-QAM, 64-QAM (any square
-  ``2^(2m)``-QAM via :func:`qam_constellation`), Gray-mapped and normalised to unit average
-  energy ``E|c|^2 = 1``. Point ``i`` carries the bits of ``i`` written MSB first
-  (``bit_labels[i]``). Square QAM puts the first half of a symbol's bits on the in-phase axis and
-  the second half on the quadrature axis, each a Gray-coded PAM whose all-zero label is the most
-  positive level; so BPSK maps bit 0 -> +1, bit 1 -> -1, and QPSK maps (b0, b1) ->
-  ((1 - 2 b0) + j (1 - 2 b1)) / sqrt(2).
+  ``2^(2m)``-QAM via :func:`qam_constellation`), Gray-mapped with the bit labelling of
+  3GPP TS 38.211 section 5.1 (the one of 5G NR and of Sionna's ``Mapper("qam", k)``), normalised
+  to unit average energy ``E|c|^2 = 1``. Point ``i`` carries the bits of ``i`` written MSB first
+  (``bit_labels[i]``); a symbol's even-indexed bits ``b0, b2, ...`` select the in-phase level and
+  its odd-indexed bits ``b1, b3, ...`` the quadrature level, each through the recursive PAM of
+  38.211: ``pam(b) = (1 - 2 b[0]) (2^(len(b) - 1) - pam(b[1:]))``, ``pam((b,)) = 1 - 2 b``. So
+  16-QAM is ``((1 - 2 b0)(2 - (1 - 2 b2)) + j (1 - 2 b1)(2 - (1 - 2 b3))) / sqrt(10)`` exactly as
+  in the standard, QPSK maps (b0, b1) -> ((1 - 2 b0) + j (1 - 2 b1)) / sqrt(2), and BPSK maps
+  bit 0 -> +1, bit 1 -> -1 (Sionna's ``"pam"`` with one bit; 38.211's BPSK is the same labelling
+  rotated by 45 degrees, ``(1 + j) / sqrt 2`` for bit 0, which changes no error rate). Bit streams
+  and LLRs are therefore interchangeable with a 5G NR mapper/demapper (tested symbol for symbol
+  and LLR for LLR against Sionna).
 - **Bits** are (B, n) tensors with values 0/1 (any integer, bool or float dtype). When n is not a
   multiple of ``k`` bits per symbol, each row is padded with zeros to ``ceil(n / k) * k`` bits
   before mapping; pass ``num_bits=n`` to the demappers to drop the padding again (otherwise they
@@ -57,18 +63,25 @@ _ALIASES = {"qam4": "qpsk", "4qam": "qpsk", "qam16": "16qam", "qam64": "64qam"}
 ArrayLike = Union[float, Sequence[float], np.ndarray]
 
 
+def _pam_level(label_bits: Sequence[int]) -> int:
+    """The 38.211 PAM level (odd integer in ``[-(2^n - 1), 2^n - 1]``) of the bits ``b0 b1 ...``:
+    ``(1 - 2 b0) (2^(n-1) - level(b1 ...))``, ``level((b,)) = 1 - 2 b`` (TS 38.211 section 5.1)."""
+    sign = 1 - 2 * int(label_bits[0])
+    if len(label_bits) == 1:
+        return sign
+    return sign * ((1 << (len(label_bits) - 1)) - _pam_level(label_bits[1:]))
+
+
 def _gray_pam(bits: int) -> np.ndarray:
-    """Amplitudes of a Gray-coded 2^bits-PAM, indexed by label: level i (from the top) carries
-    the Gray code of i, so the all-zero label is the most positive level."""
-    levels = 1 << bits
-    amp = np.empty(levels)
-    for i in range(levels):
-        amp[i ^ (i >> 1)] = levels - 1 - 2 * i
-    return amp
+    """Amplitudes of the Gray-coded 2^bits-PAM of 38.211, indexed by label (its bits MSB first):
+    ``amp[label]``, unit spaced (+-1, +-3, ...). Adjacent levels differ in exactly one bit."""
+    return np.array([_pam_level([(label >> (bits - 1 - j)) & 1 for j in range(bits)])
+                     for label in range(1 << bits)], dtype=float)
 
 
 class Constellation:
-    """A Gray-mapped constellation with unit average energy.
+    """A Gray-mapped constellation with unit average energy and the bit labelling of 3GPP
+    TS 38.211 section 5.1 (see the module docstring).
 
     Args:
         kind: ``"bpsk"``, ``"qpsk"``, ``"16qam"``, ``"64qam"`` (also ``"16-QAM"``, ``"qam16"``...)
@@ -102,17 +115,23 @@ class Constellation:
             pts = _gray_pam(1).astype(np.complex128)
         else:
             pam = _gray_pam(k // 2)
-            half = 1 << (k // 2)
-            idx = np.arange(1 << k)
-            pts = pam[idx // half] + 1j * pam[idx % half]
+            labels = (np.arange(1 << k)[:, None] >> np.arange(k - 1, -1, -1)) & 1  # (M, k), MSB first
+            weights = 1 << np.arange(k // 2 - 1, -1, -1)
+            # 38.211: even-indexed bits -> in-phase label, odd-indexed bits -> quadrature label
+            pts = pam[labels[:, 0::2] @ weights] + 1j * pam[labels[:, 1::2] @ weights]
         pts = pts / np.sqrt(np.mean(np.abs(pts) ** 2))
-        self.points = torch.from_numpy(pts.astype(np.complex64))
+        self._points128 = torch.from_numpy(pts)
+        self.points = self._points128.to(torch.complex64)
         shifts = torch.arange(k - 1, -1, -1)
         self.bit_labels = (torch.arange(1 << k)[:, None] >> shifts) & 1
 
     @property
     def size(self) -> int:
         return 1 << self.bits_per_symbol
+
+    def points_as(self, dtype: torch.dtype, device: torch.device | str | None = None) -> torch.Tensor:
+        """The points in ``dtype`` (complex64 or complex128), rounded once from float64."""
+        return self._points128.to(device=device, dtype=dtype)
 
     def __repr__(self) -> str:
         return f"Constellation({self.kind!r})"
@@ -187,7 +206,7 @@ def demap_hard(symbols: torch.Tensor, kind: str | int | Constellation,
     c = _as_constellation(kind)
     if not symbols.is_complex() or symbols.ndim != 2:
         raise ValueError(f"symbols must be a complex (B, n) tensor, got {symbols.dtype} {tuple(symbols.shape)}")
-    pts = c.points.to(device=symbols.device, dtype=symbols.dtype)
+    pts = c.points_as(symbols.dtype, symbols.device)
     dist = (symbols[..., None] - pts).abs()
     return _labels_to_bits(dist.argmin(dim=-1), c, num_bits)
 
@@ -216,7 +235,7 @@ def demap_llr(symbols: torch.Tensor, no: float | torch.Tensor, kind: str | int |
     n0 = _noise_var_tensor(no, symbols.shape[0], symbols.device, real)
     if (n0 <= 0).any():
         raise ValueError("LLRs need a noise variance > 0 (at infinite SNR use demap_hard)")
-    pts = c.points.to(device=symbols.device, dtype=symbols.dtype)
+    pts = c.points_as(symbols.dtype, symbols.device)
     hc = pts if h is None else h[..., None] * pts
     metric = -(symbols[..., None] - hc).abs().pow(2) / n0[..., None]  # (B, n, M)
     llr = []
@@ -273,9 +292,9 @@ def theoretical_ber(kind: str | int | Constellation, ebno_db: ArrayLike | None =
     - BPSK, QPSK (AWGN): ``Q(sqrt(2 Eb/N0))`` (exact for both).
     - M-QAM, ``method="approx"``: the standard nearest-neighbour approximation
       ``(4 / k) (1 - 1/sqrt M) Q(sqrt(3 k Eb/N0 / (M - 1)))``, accurate at moderate/high SNR.
-    - M-QAM, ``method="exact"``: the exact BER of this module's Gray labelling (the I and Q
-      PAMs are independent; each PAM's BER is summed from Gaussian tail probabilities of the
-      decision intervals).
+    - M-QAM, ``method="exact"``: the exact BER of this module's (38.211) Gray labelling with
+      minimum-distance decisions (the I and Q PAMs are independent and carry half the bits each;
+      each PAM's BER is summed from Gaussian tail probabilities of the decision intervals).
     - ``channel="rayleigh"`` (BPSK and QPSK only, perfect CSI, one gain per symbol):
       ``(1 - sqrt(g / (1 + g))) / 2`` with ``g = Eb/N0``.
 
