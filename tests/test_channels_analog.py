@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from gensemcom.channels.analog import (AWGNChannel, ChannelOutput, IdentityChannel, RayleighChannel,
+from gensemcom.channels.analog import (AWGNChannel, Channel, ChannelOutput, IdentityChannel, RayleighChannel,
                                        RicianChannel, awgn, channel_uses_for, complex_to_real, equalize,
                                        make_channel, normalize_power, pair_to_complex, rayleigh_fading,
                                        rician_fading, snr_db_to_noise_var)
@@ -245,3 +245,28 @@ def test_channel_uses_counts():
     assert channel_uses_for((4, 3, 16, 16), pixels=(16, 16)) == (384, 1.5)
     with pytest.raises(ValueError, match="pixels"):
         channel_uses_for((1, 4), pixels=0)
+
+
+def test_a_new_channel_is_one_apply_method():
+    """``Channel.apply`` is the one method a channel model implements; the base class pairs, normalises
+    and undoes both around it. A fixed phase rotation with ZF equalisation, checked by hand."""
+
+    class PhaseChannel(Channel):
+        kind = "phase"
+
+        def apply(self, s, no, generator):
+            h = torch.full_like(s, complex(math.cos(0.7), math.sin(0.7)))
+            y = awgn(h * s, no, generator)
+            return y, y / h, h
+
+    x = torch.randn(2, 3, 4, 5, generator=gen(40), dtype=torch.float64)
+    out = PhaseChannel()(x, 12.0, generator=gen(41))
+    s, _ = pair_to_complex(x)
+    unit, scale = normalize_power(s)
+    h = complex(math.cos(0.7), math.sin(0.7))
+    w = awgn(torch.zeros_like(unit), 10 ** (-1.2), generator=gen(41))  # the same draw the channel made
+    assert torch.allclose(out.symbols_rx, h * unit + w, atol=1e-12)
+    assert torch.allclose(out.received, complex_to_real((unit + w / h) * scale[:, None], x.shape), atol=1e-12)
+    assert torch.allclose(PhaseChannel()(x, math.inf).received, x, atol=1e-12)
+    with pytest.raises(NotImplementedError, match="apply"):
+        Channel()(x, 10.0)

@@ -379,19 +379,29 @@ class ChannelOutput:
 
 
 class Channel:
-    """Base class: pair, normalise, :meth:`transmit` (subclass), unnormalise, unpair.
+    """Base class: pair, normalise, :meth:`apply` the channel (subclass), unnormalise, unpair.
 
     Call as ``channel(x, snr_db, generator=None, pixels=None) -> ChannelOutput`` with ``x`` a
     real (B, ...) tensor and ``snr_db`` Es/N0 in dB (number or (B,) tensor), see the module
-    docstring for the conventions.
+    docstring for the conventions. A new channel model subclasses this and implements
+    :meth:`apply` on the normalised complex symbols.
     """
 
     kind = "base"
 
-    def transmit(self, s: torch.Tensor, no: torch.Tensor, generator: torch.Generator | None
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Unit-power symbols (B, n) and N0 (B,) -> (received, equalised, csi)."""
-        raise NotImplementedError
+    def apply(self, s: torch.Tensor, no: torch.Tensor, generator: torch.Generator | None
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Apply the channel to unit-power symbols.
+
+        Args:
+            s: complex (B, n) symbols, mean ``|s|^2 = 1`` per sample.
+            no: real (B,) noise variance N0 per complex symbol.
+            generator: source of every random draw (gains first, then noise).
+
+        Returns:
+            ``(received (B, n), equalised (B, n), csi (B, n) or None)``, all complex.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement apply(s, no, generator)")
 
     def __call__(self, x: torch.Tensor, snr_db: SnrLike, generator: torch.Generator | None = None,
                  pixels: int | Sequence[int] | None = None) -> ChannelOutput:
@@ -400,7 +410,7 @@ class Channel:
         symbols, shape = pair_to_complex(x)
         s, scale = normalize_power(symbols)
         no = snr_db_to_noise_var(snr_db, x.shape[0], device=x.device, dtype=_real_of(s.dtype))
-        y, eq, csi = self.transmit(s, no, generator)
+        y, eq, csi = self.apply(s, no, generator)
         # Algebraically ``scale * eq`` (undo the normalisation); written as the original symbols
         # plus the scaled estimation error so that a noiseless AWGN channel returns x bit-exactly.
         rx = symbols + (eq - s) * scale[:, None]
@@ -425,7 +435,7 @@ class IdentityChannel(Channel):
                  pixels: int | Sequence[int] | None = None) -> ChannelOutput:
         return super().__call__(x, snr_db, generator, pixels)
 
-    def transmit(self, s, no, generator):
+    def apply(self, s, no, generator):
         no.zero_()
         return s, s, None
 
@@ -435,7 +445,7 @@ class AWGNChannel(Channel):
 
     kind = "awgn"
 
-    def transmit(self, s, no, generator):
+    def apply(self, s, no, generator):
         y = awgn(s, no, generator)
         return y, y, None
 
@@ -462,7 +472,7 @@ class RayleighChannel(Channel):
               device: torch.device) -> torch.Tensor:
         return rayleigh_fading(batch, n, self.block_size, generator, dtype, device)
 
-    def transmit(self, s, no, generator):
+    def apply(self, s, no, generator):
         h = self.gains(s.shape[0], s.shape[1], generator, s.dtype, s.device)
         y = awgn(h * s, no, generator)
         return y, equalize(y, h, no, self.equalizer), h
