@@ -46,7 +46,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .channels.legacy import GESCO_SNR_TABLE
+from .channels.semantic import GESCO_SNR_TABLE
 from .data.common import derive_seed
 from .imageio import save_png, to_uint8
 from .metrics import (ConfusionMatrix, confusion_matrix, frechet_distance, kid, miou_per_image, ms_ssim,

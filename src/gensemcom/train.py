@@ -244,7 +244,7 @@ class Trainer:
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self._channel = None
         if config.noise_aware == "channel":
-            from .channels.legacy import SemanticMapChannel
+            from .channels.semantic import SemanticMapChannel
             from .channels.analog import make_channel
             self._channel = SemanticMapChannel(make_channel(config.train_channel), has_edges=self.with_edges)
 

@@ -150,7 +150,7 @@ def _resolve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[
         except ValueError:
             _fail(parser, f"--snr {args.snr!r}: expected dB values separated by commas, e.g. 20,10,5 or inf")
     if args.channel == "legacy":
-        from ..channels.legacy import GESCO_SNR_TABLE
+        from ..channels.semantic import GESCO_SNR_TABLE
 
         bad = [s for s in snrs if s not in GESCO_SNR_TABLE]
         if bad:

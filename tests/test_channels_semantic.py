@@ -1,4 +1,5 @@
-"""GESCO's legacy semantic-map channel (against the reference vectors) and its physical twin."""
+"""Semantic-map channels: GESCO's legacy table channel (against the reference vectors) and its physical twin
+(channels/semantic.py)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from gensemcom.channels.analog import RayleighChannel
-from gensemcom.channels.legacy import (GESCO_SNR_TABLE, LegacyGescoChannel, SemanticMapChannel, fds_denoise,
-                                       gesco_noise_std, median_pool3x3, transmitted_channels)
+from gensemcom.channels.semantic import (GESCO_SNR_TABLE, LegacyGescoChannel, SemanticMapChannel, fds_denoise,
+                                         gesco_noise_std, median_pool3x3, transmitted_channels)
 
 
 def gen(seed: int) -> torch.Generator:

@@ -1,4 +1,4 @@
-"""GESCO's semantic-map channel (reference-compatible) and a physical counterpart.
+"""Semantic-map channels: GESCO's (reference-compatible, FDS denoising) and a physical counterpart.
 
 What GESCO sends (Grassucci et al., arXiv 2306.04321; its ``preprocess_input_FDS``): the semantic
 map ``y`` (B, C, H, W) = one-hot classes, then (when the dataset has instances) one instance-edge
