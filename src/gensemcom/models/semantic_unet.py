@@ -21,7 +21,9 @@ through SPADE group norms in the middle block and in every decoder block::
                                                           [+ Linear(vector) : Diff-JSCC hook]
 
 State-dict names and shapes are those of the reference code, so released GESCO/SDM checkpoints load
-with ``strict=True``.
+with ``strict=True``. GESCO's encoder ResBlocks also build a SPADE norm they never call; with
+``layout="gesco"`` those parameters exist (and stay unused) so GESCO files load strictly, with
+``layout="sdm"`` they are absent (and with ``label_channels=0`` they are never built).
 
 Conditioning inputs are declared in the config, so the same family serves every system:
 
@@ -33,17 +35,15 @@ Conditioning inputs are declared in the config, so the same family serves every 
 - ``vector_dim``: a vector added through a Linear layer to the time embedding (Diff-JSCC's latent),
   registered as ``vector_embed`` or, with ``vector_embed_name="latent_emb"``, under Diff-JSCC's key;
 - ``num_classes``: a class-label embedding (``label_emb``, an ``nn.Embedding``) added to the time
-  embedding, as improved-diffusion's class-conditional models (Diff-JSCC's CIFAR-10 class). GESCO's encoder ResBlocks also build a SPADE norm they never call; with
-``layout="gesco"`` those parameters exist (and stay unused) so GESCO files load strictly, with
-``layout="sdm"`` they are absent.
+  embedding, as improved-diffusion's class-conditional models (Diff-JSCC's CIFAR-10 class).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Iterator
 
 import torch
 import torch.nn.functional as F
