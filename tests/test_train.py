@@ -104,7 +104,7 @@ def test_gesco_noise_aware_maps(tmp_path):
     y = torch.zeros(64, 13, 32, 64)
     seen = set()
     for _ in range(60):
-        d = tr._noisy_map(y) - y
+        d = tr.condition.noisy(y, tr.gen) - y
         # the same noise in every channel of a sample
         assert torch.equal(d, d[:, :1].expand_as(d))
         std = d[:, 0].std().item()
@@ -117,7 +117,7 @@ def test_gesco_noise_aware_maps(tmp_path):
 def test_channel_noise_aware_maps(tmp_path):
     tr = _trainer(tmp_path, noise_aware="channel", snr_range_db=(0.0, 0.0))
     y = torch.nn.functional.one_hot(torch.randint(0, 13, (2, 32, 64)), 13).permute(0, 3, 1, 2).float()
-    noisy = tr._noisy_map(y)
+    noisy = tr.condition.noisy(y, tr.gen)
     assert noisy.shape == y.shape and (noisy - y).abs().mean() > 0.05
 
 

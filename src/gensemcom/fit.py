@@ -29,17 +29,16 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
-from .models.io import atomic_write, load_checkpoint, save_module
+from .models.io import load_checkpoint, save_module
+from .runs import CheckpointFolder, atomic_write, trim_log
 
 __all__ = ["FitConfig", "fit", "latest_checkpoint", "lr_at"]
 
@@ -107,12 +106,7 @@ def lr_at(config: FitConfig, step: int) -> float:
 
 def latest_checkpoint(out: str | os.PathLike) -> Path | None:
     """The checkpoint folder ``out/checkpoints/latest.json`` points at, or None."""
-    ckpt = Path(out) / "checkpoints"
-    pointer = ckpt / "latest.json"
-    if not pointer.is_file():
-        return None
-    path = ckpt / json.loads(pointer.read_text())["path"]
-    return path if path.is_dir() else None
+    return CheckpointFolder(out).latest()
 
 
 def _default_save(model: nn.Module, directory: Path, extra: dict[str, Any]) -> None:
@@ -126,27 +120,13 @@ def _default_save(model: nn.Module, directory: Path, extra: dict[str, Any]) -> N
 
 def _save_checkpoint(out: Path, config: FitConfig, model: nn.Module, opt: torch.optim.Optimizer,
                      gen: torch.Generator, step: int) -> Path:
-    ckpt = out / "checkpoints"
-    name = f"step_{step:07d}"
-    final, tmp = ckpt / name, ckpt / f".tmp-{name}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-              str(tmp / "model.safetensors"))
-    torch.save({"step": step, "optimizer": opt.state_dict(), "generator": gen.get_state(),
-                "torch_rng": torch.get_rng_state()}, tmp / "state.pt")
-    meta = {"step": step, "fit": asdict(config)}
+    meta: dict[str, Any] = {"step": step, "fit": asdict(config)}
     cfg = getattr(model, "config", None)
     if hasattr(cfg, "to_dict"):
         meta["model"] = cfg.to_dict()
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-    atomic_write(ckpt / "latest.json", lambda p: Path(p).write_text(json.dumps({"step": step, "path": name}) + "\n"))
-    done = sorted(p for p in ckpt.glob("step_*") if p.is_dir())
-    for p in done[:-max(config.keep_checkpoints, 1)]:
-        shutil.rmtree(p, ignore_errors=True)
-    return final
+    state = {"step": step, "optimizer": opt.state_dict(), "generator": gen.get_state(),
+             "torch_rng": torch.get_rng_state()}
+    return CheckpointFolder(out, keep=config.keep_checkpoints).save(step, {"model": model.state_dict()}, state, meta)
 
 
 def _load_checkpoint(path: Path, config: FitConfig, model: nn.Module, opt: torch.optim.Optimizer,
@@ -157,18 +137,11 @@ def _load_checkpoint(path: Path, config: FitConfig, model: nn.Module, opt: torch
             raise ValueError(f"checkpoint {path} was written with {key}={meta['fit'].get(key)}, this run has "
                              f"{key}={getattr(config, key)}; use the same value or another --out")
     load_checkpoint(model, path / "model.safetensors")
-    state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
+    state = CheckpointFolder.load_state(path)
     opt.load_state_dict(state["optimizer"])
     gen.set_state(state["generator"])
     torch.set_rng_state(state["torch_rng"])
     return int(state["step"])
-
-
-def _trim_log(log: Path, step: int) -> None:
-    if not log.is_file():
-        return
-    kept = [ln for ln in log.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
-    atomic_write(log, lambda p: Path(p).write_text("".join(k + "\n" for k in kept)))
 
 
 def fit(model: nn.Module, loss_fn: LossFn, batches: Batches, config: FitConfig, progress: bool = True,
@@ -200,7 +173,7 @@ def fit(model: nn.Module, loss_fn: LossFn, batches: Batches, config: FitConfig, 
     if resume and (ck := latest_checkpoint(out)) is not None:
         step = _load_checkpoint(ck, config, model, opt, gen)
     log = out / "log.jsonl"
-    _trim_log(log, step)
+    trim_log(log, step)
     atomic_write(out / "fit_config.json", lambda p: Path(p).write_text(json.dumps(asdict(config), indent=2) + "\n"))
 
     bar = None

@@ -1,10 +1,13 @@
-"""One training loop for the diffusion models of the package.
+"""One training loop for the diffusion receivers of every system.
 
 ::
 
-    dataset[i] -> {image, label, instance} -> semantic map y (one-hot + edges)
-        -> [noise-aware: y through a noisy channel] -> [condition dropout]
-        -> t ~ U{0..N-1}, noise -> diffusion.training_losses -> AdamW step -> EMA
+    dataset[i] -> condition.collate -> batch {image, label, instance?, class?}
+        -> condition(batch, generator): x0, y (map or None), model_kwargs (concat / vector / class)
+           (GESCO: one-hot + edges, noise-aware; SPIC: + coarse image; Diff-JSCC: encoder latent
+            through the channel, class label; see :mod:`gensemcom.conditioning`)
+        -> [condition dropout on y] -> t ~ U{0..N-1}, noise -> diffusion.training_losses
+        -> AdamW step (network + the condition's own parameters) -> EMA of both
 
 - **Reproducible and resumable.** All randomness of a run (data order, timesteps, noise,
   dropout, channel noise) comes from one seeded ``torch.Generator`` per process, whose state is
@@ -25,28 +28,26 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import math
 import os
-import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .conditioning import GESCO_TRAIN_NOISE_STDS, Condition, SemanticMapCondition
 from .diffusion.gaussian import DiffusionConfig, GaussianDiffusion
-from .models.io import atomic_write, save_pretrained
+from .models.io import save_pretrained
 from .models.semantic_unet import SemanticUNet, SemanticUNetConfig
+from .runs import CheckpointFolder, atomic_write, trim_log
 
 __all__ = ["TrainConfig", "Trainer", "GESCO_TRAIN_NOISE_STDS", "step_batch_indices"]
-
-#: GESCO's noise-aware training: per batch one std drawn from this list (1/3 clean), the same
-#: noise (B, 1, H, W) added to every channel of the map.
-GESCO_TRAIN_NOISE_STDS = (0.6, 0.36, 0.22, 0.13, 0.08, 0.05, 0.0, 0.0, 0.0)
 
 
 @dataclass
@@ -144,7 +145,7 @@ class _EpochView(torch.utils.data.Dataset):
         get = getattr(self.dataset, "get", None)
         if get is None:
             return self.dataset[index]
-        from .data.common import derive_seed
+        from .runs import derive_seed
 
         return get(index, torch.Generator().manual_seed(derive_seed(self.seed, epoch, index)))
 
@@ -173,48 +174,36 @@ class _MicroBatchSampler:
             step += 1
 
 
-class MapCollate:
-    """Dataset items -> ``{"image": (B,3,H,W), "y": (B, label_channels, H, W)}``."""
-
-    def __init__(self, num_classes: int, with_edges: bool, instance_mode: str = "exact") -> None:
-        self.num_classes, self.with_edges, self.instance_mode = num_classes, with_edges, instance_mode
-
-    def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        from .semantics import semantic_input
-
-        image = torch.stack([it["image"] for it in items])
-        label = torch.stack([it["label"] for it in items])
-        inst = None
-        if self.with_edges:
-            if any(it.get("instance") is None for it in items):
-                raise ValueError("the model expects an instance-edge channel but the dataset has no instances")
-            inst = torch.stack([it["instance"] for it in items])
-        y = semantic_input(label, self.num_classes, instances=inst, instance_mode=self.instance_mode)
-        return {"image": image, "y": y}
-
-
 class Trainer:
-    """Train a :class:`SemanticUNet` with a :class:`GaussianDiffusion` on a map dataset.
+    """Train a :class:`SemanticUNet` receiver with a :class:`GaussianDiffusion`.
 
     Args:
         model_config, diffusion_config: what to train (saved beside the weights).
-        dataset: items ``{"image": (3,H,W) in [-1,1], "label": (H,W) int64, "instance"?}``.
-        num_classes: one-hot width of the map (the edge channel is added when the model's
-            ``label_channels`` is ``num_classes + 1``).
+        dataset: items ``{"image": (3,H,W) in [-1,1], "label"?: (H,W) int64, "instance"?,
+            "class"?}`` (what the condition reads).
+        num_classes: classes of the label space (recorded with the model; with the default
+            condition, the one-hot width of the map).
         config: the run settings.
         device: where to train (default: CUDA if available, else CPU).
+        condition: how a batch becomes the network's inputs (:mod:`gensemcom.conditioning`);
+            default: the semantic map (+ edges when ``label_channels == num_classes + 1``) with
+            the config's ``noise_aware`` settings, i.e. GESCO's training.
     """
 
     def __init__(self, model_config: SemanticUNetConfig, diffusion_config: DiffusionConfig,
                  dataset: torch.utils.data.Dataset, num_classes: int, config: TrainConfig,
-                 device: str | torch.device | None = None) -> None:
+                 device: str | torch.device | None = None, condition: Condition | None = None) -> None:
         self.cfg = config
         self.model_config, self.diffusion_config = model_config, diffusion_config
         self.dataset, self.num_classes = dataset, num_classes
-        if model_config.label_channels not in (num_classes, num_classes + 1):
-            raise ValueError(f"model label_channels {model_config.label_channels} must be num_classes "
-                             f"({num_classes}) or num_classes + 1 (with instance edges)")
-        self.with_edges = model_config.label_channels == num_classes + 1
+        if condition is None:
+            if model_config.label_channels not in (num_classes, num_classes + 1):
+                raise ValueError(f"model label_channels {model_config.label_channels} must be num_classes "
+                                 f"({num_classes}) or num_classes + 1 (with instance edges)")
+            condition = SemanticMapCondition(num_classes, model_config.label_channels == num_classes + 1,
+                                             noise_aware=config.noise_aware, channel=config.train_channel,
+                                             snr_range_db=config.snr_range_db, instance_mode=config.instance_mode)
+        condition.check(model_config)
         self.rank, self.world = _dist_info()
         if config.batch_size % (self.world * config.grad_accum):
             raise ValueError(f"batch_size {config.batch_size} must be divisible by processes x "
@@ -233,8 +222,11 @@ class Trainer:
         self.ema = SemanticUNet(model_config).to(self.device).eval()
         self.ema.load_state_dict(self.model.state_dict())
         self.ema.requires_grad_(False)
+        self.condition = condition.to(self.device)
+        self.ema_condition = copy.deepcopy(self.condition).eval().requires_grad_(False)
         self.diffusion = GaussianDiffusion.from_config(diffusion_config)
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.params = list(self.model.parameters()) + [p for p in self.condition.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=config.weight_decay)
         self.scaler = torch.amp.GradScaler("cuda") if config.amp == "fp16" else None
         self.gen = torch.Generator().manual_seed(config.seed + self.rank)
         self.step = 0
@@ -242,11 +234,11 @@ class Trainer:
         if self.world > 1:
             self.ddp = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        self._channel = None
-        if config.noise_aware == "channel":
-            from .channels.semantic import SemanticMapChannel
-            from .channels.analog import make_channel
-            self._channel = SemanticMapChannel(make_channel(config.train_channel), has_edges=self.with_edges)
+        self.checkpoints = CheckpointFolder(self.out, keep=config.keep_checkpoints)
+
+    @property
+    def with_edges(self) -> bool:
+        return bool(getattr(self.condition, "with_edges", False))
 
     # ------------------------------------------------------------------ data
     def _batches(self) -> Iterator[list[dict[str, torch.Tensor]]]:
@@ -256,9 +248,8 @@ class Trainer:
         micro = per_rank // cfg.grad_accum
         sampler = _MicroBatchSampler(len(self.dataset), cfg.batch_size, cfg.seed, self.step,
                                      self.rank, per_rank, micro)
-        collate = MapCollate(self.num_classes, self.with_edges, cfg.instance_mode)
         loader = torch.utils.data.DataLoader(_EpochView(self.dataset, cfg.seed), batch_sampler=sampler,
-                                             collate_fn=collate, num_workers=cfg.num_workers)
+                                             collate_fn=self.condition.collate, num_workers=cfg.num_workers)
         group: list[dict[str, torch.Tensor]] = []
         for mb in loader:
             group.append(mb)
@@ -266,72 +257,42 @@ class Trainer:
                 yield group
                 group = []
 
-    def _noisy_map(self, y: torch.Tensor) -> torch.Tensor:
-        cfg = self.cfg
-        if cfg.noise_aware == "gesco":
-            k = int(torch.randint(len(GESCO_TRAIN_NOISE_STDS), (), generator=self.gen))
-            std = GESCO_TRAIN_NOISE_STDS[k]
-            noise = torch.randn((y.shape[0], 1, *y.shape[2:]), generator=self.gen)
-            return y + std * noise.to(y.device)
-        if cfg.noise_aware == "channel":
-            lo, hi = cfg.snr_range_db
-            snr = lo + (hi - lo) * torch.rand(y.shape[0], generator=self.gen)
-            return self._channel(y, snr, generator=self.gen).received.to(y.device)
-        return y
-
     # ------------------------------------------------------------------ checkpoints
     @property
     def ckpt_dir(self) -> Path:
-        return self.out / "checkpoints"
+        return self.checkpoints.dir
+
+    def _tensors(self) -> dict[str, dict[str, torch.Tensor]]:
+        out = {"model": self.model.state_dict(), "ema": self.ema.state_dict()}
+        if self.condition.state_dict():
+            out["condition"] = self.condition.state_dict()
+            out["ema_condition"] = self.ema_condition.state_dict()
+        return out
 
     def save_checkpoint(self) -> Path:
         """Write checkpoints/step_XXXXXXX/ atomically and point latest.json at it (rank 0),
         plus every rank's generator state."""
-        name = f"step_{self.step:07d}"
-        final = self.ckpt_dir / name
         rng = {"generator": self.gen.get_state(), "torch": torch.get_rng_state()}
         if self.world > 1:
             gathered: list[Any] = [None] * self.world
             torch.distributed.all_gather_object(gathered, rng)
         else:
             gathered = [rng]
+        final = self.ckpt_dir / f"step_{self.step:07d}"
         if self.rank == 0:
-            tmp = self.ckpt_dir / f".tmp-{name}"
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-            sd = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
-            save_file(sd, str(tmp / "model.safetensors"))
-            esd = {k: v.detach().cpu().contiguous() for k, v in self.ema.state_dict().items()}
-            save_file(esd, str(tmp / "ema.safetensors"))
             state = {"step": self.step, "optimizer": self.opt.state_dict(),
                      "rng": {str(r): g for r, g in enumerate(gathered)}, "world_size": self.world}
             if self.scaler is not None:
                 state["scaler"] = self.scaler.state_dict()
-            torch.save(state, tmp / "trainer_state.pt")
-            meta = {"step": self.step, "model": self.model_config.to_dict(),
+            meta = {"step": self.step, "model": self.model_config.to_dict(), "condition": self.condition.config(),
                     "diffusion": self.diffusion_config.to_dict(), "train": _jsonable(asdict(self.cfg))}
-            (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-            shutil.rmtree(final, ignore_errors=True)
-            os.replace(tmp, final)
-            atomic_write(self.ckpt_dir / "latest.json",
-                         lambda p: Path(p).write_text(json.dumps({"step": self.step, "path": name}) + "\n"))
-            self._prune()
+            final = self.checkpoints.save(self.step, self._tensors(), state, meta, state_name="trainer_state.pt")
         if self.world > 1:
             torch.distributed.barrier()
         return final
 
-    def _prune(self) -> None:
-        keep = max(self.cfg.keep_checkpoints, 1)
-        done = sorted(p for p in self.ckpt_dir.glob("step_*") if p.is_dir())
-        for p in done[:-keep]:
-            shutil.rmtree(p, ignore_errors=True)
-
     def latest_checkpoint(self) -> Path | None:
-        pointer = self.ckpt_dir / "latest.json"
-        if not pointer.is_file():
-            return None
-        path = self.ckpt_dir / json.loads(pointer.read_text())["path"]
-        return path if path.is_dir() else None
+        return self.checkpoints.latest()
 
     def load_checkpoint(self, path: str | os.PathLike) -> None:
         path = Path(path)
@@ -339,7 +300,10 @@ class Trainer:
 
         load_checkpoint(self.model, path / "model.safetensors")
         load_checkpoint(self.ema, path / "ema.safetensors")
-        state = torch.load(path / "trainer_state.pt", map_location="cpu", weights_only=True)
+        if self.condition.state_dict():
+            self.condition.load_state_dict(load_file(str(path / "condition.safetensors")))
+            self.ema_condition.load_state_dict(load_file(str(path / "ema_condition.safetensors")))
+        state = self.checkpoints.load_state(path, "trainer_state.pt")
         if state["world_size"] != self.world:
             raise ValueError(f"checkpoint {path} was written by {state['world_size']} processes; "
                              f"resume with the same number (now {self.world})")
@@ -357,13 +321,14 @@ class Trainer:
             with open(self.out / "log.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
 
-    def _trim_log(self) -> None:
-        """Drop log lines of steps after the checkpoint being resumed (they are redone)."""
-        log = self.out / "log.jsonl"
-        if self.rank != 0 or not log.is_file():
+    def _sync_condition_grads(self) -> None:
+        """All-reduce the condition's gradients (DDP wraps the network only)."""
+        if self.world == 1:
             return
-        kept = [ln for ln in log.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= self.step]
-        atomic_write(log, lambda p: Path(p).write_text("".join(k + "\n" for k in kept)))
+        for p in self.condition.parameters():
+            if p.grad is not None:
+                torch.distributed.all_reduce(p.grad)
+                p.grad.div_(self.world)
 
     def train(self, resume: bool = True, progress: bool = True,
               on_step: Callable[["Trainer", dict[str, float]], None] | None = None) -> dict[str, Any]:
@@ -372,11 +337,12 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         if resume and (ck := self.latest_checkpoint()) is not None:
             self.load_checkpoint(ck)
-        self._trim_log()
         if self.rank == 0:
+            trim_log(self.out / "log.jsonl", self.step)
             atomic_write(self.out / "train_config.json", lambda p: Path(p).write_text(json.dumps(
                 {"train": _jsonable(asdict(cfg)), "model": self.model_config.to_dict(),
-                 "diffusion": self.diffusion_config.to_dict()}, indent=2) + "\n"))
+                 "condition": self.condition.config(), "diffusion": self.diffusion_config.to_dict()},
+                indent=2) + "\n"))
         bar = None
         if progress and self.rank == 0:
             from tqdm.auto import tqdm
@@ -385,23 +351,25 @@ class Trainer:
         batches = iter(self._batches())
         t_last, n_img = time.perf_counter(), 0
         self.model.train()
+        self.condition.train()
         last: dict[str, float] = {}
         while self.step < cfg.steps:
             micro_batches = next(batches)
             self.opt.zero_grad(set_to_none=True)
             sums: dict[str, float] = {}
             for i, mb in enumerate(micro_batches):
-                x0, y = mb["image"].to(self.device), mb["y"].to(self.device)
-                y = self._noisy_map(y)
-                t = torch.randint(self.diffusion.num_timesteps, (x0.shape[0],), generator=self.gen).to(self.device)
-                noise = torch.randn(x0.shape, generator=self.gen).to(self.device)
+                mb = {k: v.to(self.device) for k, v in mb.items()}
                 sync = self.world == 1 or i == len(micro_batches) - 1
                 ctx = self.ddp.no_sync() if not sync else contextlib.nullcontext()
                 with ctx:
                     with torch.autocast(self.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                        c = self.condition(mb, self.gen)
+                        t = torch.randint(self.diffusion.num_timesteps, (c.x0.shape[0],),
+                                          generator=self.gen).to(self.device)
+                        noise = torch.randn(c.x0.shape, generator=self.gen).to(self.device)
                         terms = self.diffusion.training_losses(
-                            self.ddp, x0, t, y, noise=noise, cond_drop_prob=cfg.cond_drop_prob,
-                            generator=self.gen, return_terms=True)
+                            self.ddp, c.x0, t, c.y, noise=noise, cond_drop_prob=cfg.cond_drop_prob,
+                            generator=self.gen, return_terms=True, model_kwargs=c.model_kwargs)
                     loss = terms["loss"].mean() / len(micro_batches)
                     if self.scaler is not None:
                         self.scaler.scale(loss).backward()
@@ -409,19 +377,23 @@ class Trainer:
                         loss.backward()
                 for k, v in terms.items():
                     sums[k] = sums.get(k, 0.0) + v.detach().float().mean().item() / len(micro_batches)
-                n_img += x0.shape[0]
+                n_img += c.x0.shape[0]
+            self._sync_condition_grads()
             if self.scaler is not None:
                 self.scaler.unscale_(self.opt)
             if cfg.grad_clip > 0:
-                nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
             if self.scaler is not None:
                 self.scaler.step(self.opt)
                 self.scaler.update()
             else:
                 self.opt.step()
             with torch.no_grad():
-                for e, p in zip(self.ema.parameters(), self.model.parameters()):
-                    e.mul_(cfg.ema_rate).add_(p.detach(), alpha=1 - cfg.ema_rate)
+                for ema, live in ((self.ema, self.model), (self.ema_condition, self.condition)):
+                    for e, p in zip(ema.parameters(), live.parameters()):
+                        e.mul_(cfg.ema_rate).add_(p.detach(), alpha=1 - cfg.ema_rate)
+                    for e, b in zip(ema.buffers(), live.buffers()):
+                        e.copy_(b)
             self.step += 1
             last = sums
             if not all(math.isfinite(v) for v in sums.values()):
@@ -441,8 +413,12 @@ class Trainer:
         if bar is not None:
             bar.close()
         if self.rank == 0:
-            save_pretrained(self.out / "model", self.ema, self.diffusion,
-                            extra={"trained_steps": self.step, "num_classes": self.num_classes})
+            extra: dict[str, Any] = {"trained_steps": self.step, "num_classes": self.num_classes,
+                                     "condition": self.condition.config()}
+            save_pretrained(self.out / "model", self.ema, self.diffusion, extra=extra)
+            if self.ema_condition.state_dict():
+                save_file({k: v.detach().cpu().contiguous() for k, v in self.ema_condition.state_dict().items()},
+                          str(self.out / "model" / "condition.safetensors"))
         return {"step": self.step, **last}
 
 

@@ -42,6 +42,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from ..runs import derive_seed  # noqa: F401  (re-exported)
 from ..semantics import INSTANCE_MODES
 
 __all__ = [
@@ -69,22 +70,6 @@ __all__ = [
 #: file extensions treated as images when listing folders (lower case)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
-_MASK64 = (1 << 64) - 1
-
-
-def _splitmix64(x: int) -> int:
-    x = (x + 0x9E3779B97F4A7C15) & _MASK64
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return x ^ (x >> 31)
-
-
-def derive_seed(*values: int) -> int:
-    """Mix integers into one well-spread seed in ``[0, 2**63)`` (stable across runs and platforms)."""
-    h = 0x1234_5678_9ABC_DEF0
-    for v in values:
-        h = _splitmix64(h ^ (int(v) & _MASK64))
-    return h >> 1
 
 
 def _names(paths: Sequence[Path | str], root: Path | None = None, limit: int = 5) -> str:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -26,15 +25,15 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ..runs import atomic_write  # noqa: F401  (re-exported: older imports)
+
 from .semantic_unet import SemanticUNet, SemanticUNetConfig
 
 __all__ = ["CheckpointMismatchError", "read_state_dict", "load_checkpoint", "diagnose_mismatch",
            "save_pretrained", "load_pretrained", "save_module", "load_module", "read_config",
-           "atomic_write"]
+           "atomic_write", "read_json", "file_sha256"]
 
 WEIGHTS_NAME = "model.safetensors"
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 CONFIG_NAME = "config.json"
 
 
@@ -53,7 +52,11 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if path.suffix == ".safetensors":
-        sd: Any = load_file(str(path))
+        try:
+            sd: Any = load_file(str(path))
+        except Exception as e:  # SafetensorError / OSError: say which file and what it probably means
+            raise ValueError(f"{path} is not a readable safetensors file (truncated or damaged? "
+                             f"{type(e).__name__}: {e})") from e
     else:
         try:
             sd = torch.load(path, map_location="cpu", weights_only=True)
@@ -94,7 +97,9 @@ def _hints(model: nn.Module, missing: list[str], unexpected: list[str],
                          "(one_hot_label=False gives 2 channels)")
             break
     for k, want, got in mismatched:
-        if k == "out.2.weight":
+        # blame only the dimension that actually differs: out.2.weight is (out_channels,
+        # model_channels, 3, 3), so another num_channels changes it without learn_sigma differing
+        if k == "out.2.weight" and got[0] != want[0]:
             hints.append(f"output: checkpoint has {got[0]} channels, model {want[0]}: learn_sigma differs")
         if k == "input_blocks.0.0.weight":
             if got[0] != want[0]:
@@ -114,7 +119,10 @@ def _hints(model: nn.Module, missing: list[str], unexpected: list[str],
     if any(k.startswith("vector_embed.") for k in names):
         hints.append("vector_dim (the Diff-JSCC time-embedding hook) differs")
     if cfg is not None and not hints and mismatched:
-        hints.append("layer widths differ: num_channels or channel_mult differ")
+        if any(k == "input_blocks.0.0.weight" for k, _, _ in mismatched):
+            hints.append("layer widths differ: num_channels or channel_mult differ")
+        else:  # the first level agrees, later ones do not
+            hints.append("layer widths differ beyond the first level: channel_mult differs")
     out: list[str] = []
     for h in hints:
         if h not in out:
@@ -161,19 +169,15 @@ def load_checkpoint(model: nn.Module, source: str | os.PathLike | Mapping[str, t
     return model
 
 
-def atomic_write(path: str | os.PathLike, write: Any) -> None:
-    """Call ``write(tmp_path)`` then rename onto ``path``: readers never see a partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual mode
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes (what identifies a checkpoint or data file in a results folder)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _write_folder(directory: Path, module: nn.Module, config: dict[str, Any],
@@ -226,6 +230,22 @@ def save_module(directory: str | os.PathLike, module: nn.Module, config_dict: di
     return directory
 
 
+def read_json(path: str | os.PathLike) -> Any:
+    """Parse a JSON file; ValueError naming the file (and the line) when it is not valid JSON,
+    FileNotFoundError naming it when it is missing."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} not found") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not a JSON text file") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+
+
 def read_config(directory: str | os.PathLike) -> dict[str, Any]:
     """The ``config.json`` of a saved folder; FileNotFoundError naming what is missing."""
     directory = Path(directory)
@@ -235,7 +255,7 @@ def read_config(directory: str | os.PathLike) -> dict[str, Any]:
     for p in (cfg_path, w_path):
         if not p.is_file():
             raise FileNotFoundError(f"{directory} is not a saved gensemcom model: missing {p.name}")
-    config = json.loads(cfg_path.read_text())
+    config = read_json(cfg_path)
     if not isinstance(config, dict) or "model" not in config:
         raise ValueError(f"{cfg_path} has no 'model' section")
     return config
@@ -269,8 +289,8 @@ def load_pretrained(directory: str | os.PathLike, device: str | torch.device = "
     for p in (cfg_path, w_path):
         if not p.is_file():
             raise FileNotFoundError(f"{directory} is not a saved gensemcom model: missing {p.name}")
-    config = json.loads(cfg_path.read_text())
-    if "model" not in config:
+    config = read_json(cfg_path)
+    if not isinstance(config, dict) or "model" not in config:
         raise ValueError(f"{cfg_path} has no 'model' section")
     if config.get("kind", "semantic_unet") != "semantic_unet":
         raise ValueError(f"{directory} holds a {config['kind']!r} model, not a semantic diffusion model; "
@@ -278,6 +298,9 @@ def load_pretrained(directory: str | os.PathLike, device: str | torch.device = "
     model = SemanticUNet(SemanticUNetConfig.from_dict(config["model"]))
     load_checkpoint(model, w_path)
     model.to(device).eval()
-    diffusion = (GaussianDiffusion.from_config(DiffusionConfig(**config["diffusion"]))
-                 if "diffusion" in config else None)
+    try:
+        diffusion = (GaussianDiffusion.from_config(DiffusionConfig(**config["diffusion"]))
+                     if "diffusion" in config else None)
+    except TypeError as e:  # unknown or missing fields
+        raise ValueError(f"{cfg_path}: its 'diffusion' section does not fit this version ({e})") from None
     return model, diffusion, config

@@ -18,7 +18,6 @@ given the channel draw (``stochastic = False``).
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import Any

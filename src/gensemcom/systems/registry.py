@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .base import System
 
 __all__ = ["SystemOptions", "SystemInfo", "register_system", "build_system", "available_systems",
-           "system_help", "SYSTEM_HELP"]
+           "system_help"]
 
 
 @dataclass
