@@ -101,3 +101,35 @@ def test_mismatch_one_hot_label_default_trap(ref_flags, ref_weights):
         err = _error(flags, ref_weights)
     assert "[128, 2, 3, 3] vs [128, 6, 3, 3]" in str(err)
     assert "one_hot_label=False gives 2 channels" in str(err)
+
+
+HINT_BASE = dict(class_cond=True, one_hot_label=True, image_size=32, channel_mult="1,2", num_classes=5,
+                 attention_resolutions="16", num_head_channels=32, num_res_blocks=1, num_channels=32)
+
+
+@pytest.mark.parametrize("changed,blamed,not_blamed", [
+    # another width changes out.2.weight's input dimension only: learn_sigma must not be blamed
+    (dict(num_channels=64), "num_channels", "learn_sigma"),
+    (dict(learn_sigma=True), "learn_sigma", "num_channels"),
+    (dict(channel_mult="1,3"), "channel_mult differs", "learn_sigma"),
+    (dict(num_classes=7), "num_classes", "learn_sigma"),
+])
+def test_mismatch_hint_names_the_field_that_differs(changed, blamed, not_blamed):
+    model, _ = model_and_diffusion_from_flags(HINT_BASE)
+    other, _ = model_and_diffusion_from_flags(dict(HINT_BASE, **changed))
+    with pytest.raises(CheckpointMismatchError) as e:
+        load_checkpoint(model, other.state_dict())
+    hints = str(e.value).split("probably:")[1]
+    assert blamed in hints and not_blamed not in hints, hints
+
+
+def test_truncated_safetensors_and_bad_config_name_the_file(tmp_path):
+    model, diffusion = model_and_diffusion_from_flags(HINT_BASE)
+    save_pretrained(tmp_path / "m", model, diffusion)
+    w = tmp_path / "m" / "model.safetensors"
+    w.write_bytes(w.read_bytes()[:100])
+    with pytest.raises(ValueError, match="model.safetensors is not a readable safetensors file"):
+        read_state_dict(w)
+    (tmp_path / "m" / "config.json").write_text("{\n  \"model\": ")
+    with pytest.raises(ValueError, match=r"config.json is not valid JSON \(line 2"):
+        load_pretrained(tmp_path / "m")

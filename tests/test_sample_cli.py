@@ -80,11 +80,13 @@ def test_resume_skips_finished_images_and_reproduces_missing_ones(gesco_files, t
 
 
 def test_other_settings_in_same_folder_refused(gesco_files, tmp_path, capsys):
+    from gensemcom.cli.main import main
+
     out = tmp_path / "same"
     assert sample_main(verbatim(gesco_files, out)) == 0
-    with pytest.raises(SystemExit):
-        sample_main(verbatim(gesco_files, out, extra=["--seed", "5"]))
-    assert "other settings" in capsys.readouterr().err
+    assert main(["sample", *verbatim(gesco_files, out, extra=["--seed", "5"])]) == 2
+    err = capsys.readouterr().err
+    assert "other settings (differing: seed)" in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize("extra,match", [

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import argparse
 import warnings
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from .diffusion.gaussian import DiffusionConfig, GaussianDiffusion
-from .models.semantic_unet import SemanticUNet, SemanticUNetConfig
+if TYPE_CHECKING:  # imported where used, so that the CLIs' --help needs no torch
+    from .diffusion.gaussian import DiffusionConfig, GaussianDiffusion
+    from .models.semantic_unet import SemanticUNet, SemanticUNetConfig
 
 __all__ = ["LEGACY_DEFAULTS", "LegacyFlagWarning", "boolean", "parse_flags", "config_from_flags",
            "model_and_diffusion_from_flags", "default_channel_mult"]
@@ -117,9 +118,15 @@ def default_channel_mult(image_size: int) -> tuple[float, ...]:
 def config_from_flags(flags: Mapping[str, Any] | Sequence[str], *, reference: str = "gesco",
                       ) -> tuple[SemanticUNetConfig, DiffusionConfig]:
     """Legacy flags -> (network config, diffusion config); see :func:`model_and_diffusion_from_flags`."""
+    from .diffusion.gaussian import DiffusionConfig
+    from .models.semantic_unet import SemanticUNetConfig
+
     if reference not in ("gesco", "sdm"):
         raise ValueError(f"reference must be 'gesco' or 'sdm', got {reference!r}")
     f, given = parse_flags(flags)
+    small = [f"{k}={f[k]}" for k in ("image_size", "num_classes", "num_channels", "diffusion_steps") if f[k] < 1]
+    if small:
+        raise ValueError(f"flags {', '.join(small)}: must be at least 1")
     if f["unet_model"] != "unet":
         raise ValueError(f"unet_model={f['unet_model']!r}: only the SDM/GESCO 'unet' exists "
                          "(the reference's other variants live in a module it does not ship)")
@@ -192,5 +199,8 @@ def model_and_diffusion_from_flags(flags: Mapping[str, Any] | Sequence[str], *, 
     ``use_fp16`` does not convert weights: pass ``autocast=torch.float16`` to
     ``diffusion.sample`` on a GPU instead (the arithmetic outside the network stays float32).
     """
+    from .diffusion.gaussian import GaussianDiffusion
+    from .models.semantic_unet import SemanticUNet
+
     model_cfg, diff_cfg = config_from_flags(flags, reference=reference)
     return SemanticUNet(model_cfg), GaussianDiffusion.from_config(diff_cfg)

@@ -20,7 +20,12 @@ reference-compatible mode, not a physical SNR. ``none`` sends the map unchanged.
 
 A killed run resumes: finished images are kept (each file is written atomically) and skipped
 when the same command runs again; the noise of each batch is seeded from (seed, batch, SNR), so
-the result does not depend on where it stopped.
+the result does not depend on where it stopped. ``settings.json`` identifies everything that
+determines the folder's images: every setting, the SHA-256 of the checkpoint's weights, the data
+source and the names and SHA-256 of its files. A run whose identity differs from the folder's is
+refused, naming what differs (``--fresh`` discards the folder's earlier samples and starts over);
+a folder whose earlier run failed before regenerating any image is simply started over. All
+settings are checked before anything is written.
 """
 
 from __future__ import annotations
@@ -28,17 +33,16 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import sys
 import warnings
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Sequence
 
-import numpy as np
-import torch
-
-from ..legacy import LEGACY_DEFAULTS, boolean, config_from_flags
-from ..imageio import save_png, to_uint8
-from ..models.io import atomic_write
+from ..legacy import LEGACY_DEFAULTS, boolean
+from .common import (LEGACY_FLAG_HELP, SAMPLE_FLAG_HELP, HelpFormatter, check_out_dir, common_parser,
+                     finite_float, join_negative_values, plain, positive_int, probe_out_dir, resolve_device,
+                     snr_list)
 
 #: GESCO image_sample.py flags that are not model/diffusion flags.
 GESCO_SAMPLE_DEFAULTS: dict[str, Any] = dict(
@@ -59,25 +63,55 @@ QGESCO_QUANT_FLAGS = {
 }
 
 
+def _size(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HxW, e.g. 64x128, got {text!r}") from None
+    if h < 1 or w < 1:
+        raise argparse.ArgumentTypeError(f"height and width must be at least 1, got {text!r}")
+    return h, w
+
+
+def _nonneg_float(text: str) -> float:
+    v = finite_float(text)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
+    return v
+
+
+#: argparse types of the GESCO flags that need more than their default's type
+_SAMPLE_TYPES: dict[str, Any] = {"num_samples": positive_int, "batch_size": positive_int, "s": finite_float,
+                                 "snr": snr_list}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="gensemcom sample", description=__doc__.split("\n\n")[0])
+    """The parser of ``gensemcom sample`` (GESCO's, Q-GESCO's and our flags)."""
+    doc = __doc__.split("\n\n")
+    p = argparse.ArgumentParser(
+        prog="gensemcom sample", usage="%(prog)s [options]   (GESCO's image_sample.py command lines work as they are)",
+        description=plain(doc[0]), epilog=plain("\n\n".join(doc[1:])),
+        formatter_class=HelpFormatter,
+        parents=[common_parser("output folder (default: --results_path, --logdir or out/sample)")])
     g = p.add_argument_group("GESCO image_sample.py flags")
     for k, v in GESCO_SAMPLE_DEFAULTS.items():
-        g.add_argument(f"--{k}", type=boolean if isinstance(v, bool) else type(v),
-                       default=None if k == "use_ddim" else v)
+        kind = _SAMPLE_TYPES.get(k, boolean if isinstance(v, bool) else type(v))
+        g.add_argument(f"--{k}", type=kind, default=None if k == "use_ddim" else v, help=SAMPLE_FLAG_HELP[k])
     m = p.add_argument_group("model and diffusion flags (guided-diffusion names; not with --checkpoint)")
     for k, v in LEGACY_DEFAULTS.items():
-        m.add_argument(f"--{k}", type=boolean if isinstance(v, bool) else type(v), default=None)
+        shown = "''" if v == "" else v
+        m.add_argument(f"--{k}", type=boolean if isinstance(v, bool) else type(v), default=None,
+                       help=f"{LEGACY_FLAG_HELP[k]} (reference default: {shown})")
     q = p.add_argument_group("Q-GESCO quant_sampling.py flags")
-    q.add_argument("--seed", type=int, default=0)
     q.add_argument("--logdir", default=None, help="Q-GESCO's output folder (same as --results_path)")
     q.add_argument("--sample_type", choices=["generalized", "ddpm_noisy"], default=None,
-                   help="generalized = DDIM, ddpm_noisy = ancestral DDPM")
+                   help="generalized = DDIM, ddpm_noisy = ancestral DDPM (default: as --use_ddim)")
     q.add_argument("--skip_type", choices=["uniform", "quad"], default=None,
-                   help="spacing of the --timesteps sampling steps")
-    q.add_argument("--timesteps", type=int, default=None, help="number of sampling steps")
-    q.add_argument("--eta", type=float, default=None, help="DDIM eta")
-    q.add_argument("--max_images", type=int, default=None, help="same as --num_samples")
+                   help="spacing of the --timesteps sampling steps (default uniform)")
+    q.add_argument("--timesteps", type=positive_int, default=None,
+                   help="number of sampling steps (default: all --diffusion_steps)")
+    q.add_argument("--eta", type=_nonneg_float, default=None, help="DDIM eta (default 0: deterministic)")
+    q.add_argument("--max_images", type=positive_int, default=None, help="same as --num_samples")
     q.add_argument("--verbose", action="store_true", help="print the model")
     q.add_argument("--sequence", action="store_true", help=argparse.SUPPRESS)
     for k, kind in QGESCO_QUANT_FLAGS.items():
@@ -86,16 +120,20 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             q.add_argument(f"--{k}", type=kind, default=None, help=argparse.SUPPRESS)
     o = p.add_argument_group("gensemcom options")
-    o.add_argument("--checkpoint", default=None, help="a folder written by save_pretrained / train")
-    o.add_argument("--out", default=None, help="output folder (default: --results_path, --logdir or out/sample)")
-    o.add_argument("--channel", choices=["awgn", "rayleigh", "rician", "legacy", "none"], default="awgn")
-    o.add_argument("--k_factor", type=float, default=3.0, help="Rician K-factor")
-    o.add_argument("--data_split", default="val", help="dataset split (default val)")
-    o.add_argument("--synthetic_size", default="64x128")
-    o.add_argument("--instance_mode", choices=["exact", "reference_8bit"], default="exact")
-    o.add_argument("--device", default=None, help="cpu, cuda (default: cuda if available)")
-    o.add_argument("--autocast", choices=["none", "fp16", "bf16"], default="none", help="GPU mixed precision")
-    o.add_argument("--no_progress", action="store_true")
+    o.add_argument("--checkpoint", default=None, help="a model folder written by save_pretrained or train")
+    o.add_argument("--channel", choices=["awgn", "rayleigh", "rician", "legacy", "none"], default="awgn",
+                   help="awgn/rayleigh/rician: SNR is Es/N0 per complex channel use; legacy: GESCO's "
+                        "noise table (--snr one of 100, 30, 25, 20, 15, 10, 5, 1); none: noiseless")
+    o.add_argument("--k_factor", type=_nonneg_float, default=3.0, help="Rician K-factor (--channel rician)")
+    o.add_argument("--data_split", default="val", help="dataset split")
+    o.add_argument("--synthetic_size", type=_size, default="64x128",
+                   help="HxW of the scenes of --dataset_mode synthetic")
+    o.add_argument("--instance_mode", choices=["exact", "reference_8bit"], default="exact",
+                   help="instance ids at full precision, or clipped to 8 bits as the reference loads them")
+    o.add_argument("--autocast", choices=["none", "fp16", "bf16"], default="none",
+                   help="mixed precision of the network (GPU only)")
+    o.add_argument("--fresh", action="store_true",
+                   help="discard the samples already in the output folder and start over")
     return p
 
 
@@ -142,13 +180,7 @@ def _resolve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[
                       "med, mean or none (no filter)")
     pool = pool_map[args.pool]
 
-    snrs = []
-    for s in args.snr.split(","):
-        s = s.strip()
-        try:
-            snrs.append(math.inf if s.lower() in ("inf", "infinity") else float(s))
-        except ValueError:
-            _fail(parser, f"--snr {args.snr!r}: expected dB values separated by commas, e.g. 20,10,5 or inf")
+    snrs = list(args.snr)
     if args.channel == "legacy":
         from ..channels.semantic import GESCO_SNR_TABLE
 
@@ -163,9 +195,11 @@ def _resolve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[
 
 
 def _load_model(parser: argparse.ArgumentParser, args: argparse.Namespace):
+    """-> (model, diffusion, num_classes, weights file)."""
     from ..diffusion import DiffusionConfig, GaussianDiffusion
+    from ..legacy import config_from_flags
     from ..models import SemanticUNet
-    from ..models.io import load_checkpoint, load_pretrained
+    from ..models.io import WEIGHTS_NAME, load_checkpoint, load_pretrained
 
     given = {k: getattr(args, k) for k in LEGACY_DEFAULTS if getattr(args, k) is not None}
     if args.checkpoint:
@@ -180,6 +214,7 @@ def _load_model(parser: argparse.ArgumentParser, args: argparse.Namespace):
             dcfg.steps = given["diffusion_steps"]
         dcfg.respacing = given.get("timestep_respacing", "")
         num_classes = config.get("num_classes", model.config.label_channels - 1)
+        weights = Path(args.checkpoint) / WEIGHTS_NAME
     else:
         if not args.model_path:
             _fail(parser, "give --checkpoint DIR or --model_path FILE with the model flags")
@@ -192,11 +227,16 @@ def _load_model(parser: argparse.ArgumentParser, args: argparse.Namespace):
         model = SemanticUNet(model_cfg)
         load_checkpoint(model, args.model_path)
         num_classes = given.get("num_classes", LEGACY_DEFAULTS["num_classes"])
+        weights = Path(args.model_path)
     if args.timesteps is not None or args.skip_type is not None:
         if dcfg.respacing:
             _fail(parser, "give --timestep_respacing or --timesteps/--skip_type, not both")
         n = args.timesteps or dcfg.steps
+        if n > dcfg.steps:
+            _fail(parser, f"--timesteps {n}: the process has only {dcfg.steps} steps")
         if (args.skip_type or "uniform") == "quad":
+            import numpy as np
+
             pos = np.linspace(0, math.sqrt(dcfg.steps * 0.8), n) ** 2
             dcfg.respacing = sorted({int(v) for v in pos})
         else:
@@ -206,18 +246,185 @@ def _load_model(parser: argparse.ArgumentParser, args: argparse.Namespace):
               f"schedule whose network timesteps are 0..{dcfg.steps - 1} (Q-GESCO's sampling quirk); "
               f"a model trained with 1000 steps wants --diffusion_steps 1000 --timestep_respacing "
               f"ddim{dcfg.steps}", file=sys.stderr)
-    return model, GaussianDiffusion.from_config(dcfg), num_classes
+    return model, GaussianDiffusion.from_config(dcfg), num_classes, weights
+
+
+# --------------------------------------------------------------------------------------------
+# the results folder: what identifies it, names, resuming
+
+#: settings entries that do not change the images (where things were read from, how it was typed)
+NOT_IDENTITY = ("command", "argv", "paths", "notes")
+#: what a run writes into its folder (``--fresh`` and a restart remove exactly these)
+OUTPUT_DIRS = ("original", "label")
+OUTPUT_PREFIXES = ("snr_", "received_snr_")
+OUTPUT_FILES = ("settings.json", "results.json")
+
+
+def item_names(dataset: Any, n: int) -> list[str]:
+    """Unique output names of the first ``n`` items: the image file's stem (GESCO's naming), or,
+    when two files share a stem in different folders, the stem under its folder relative to the
+    dataset (``a/x`` and ``b/x``, written as subfolders); synthetic scenes are numbered."""
+    samples = getattr(dataset, "samples", None)
+    if samples is None:
+        return [f"{i:05d}" for i in range(n)]
+    samples = samples[:n]
+    names = [Path(sm.image).stem for sm in samples]
+    if len(set(names)) < len(names):
+        names = [str(PurePosixPath(sm.key).parent / Path(sm.image).stem) for sm in samples]
+    if len(set(names)) < len(names):  # cannot happen with keyed datasets; never overwrite anyway
+        names = [f"{i:05d}_{nm.replace('/', '_')}" for i, nm in enumerate(names)]
+    return names
+
+
+def data_identity(dataset: Any, names: list[str]) -> dict[str, Any]:
+    """The items a run reads: their names and the SHA-256 of each item's files (image, label,
+    instance map), folded into one digest; synthetic scenes are identified by their parameters."""
+    import hashlib
+
+    from ..models.io import file_sha256
+
+    h = hashlib.sha256()
+    samples = getattr(dataset, "samples", None)
+    for i, name in enumerate(names):
+        h.update(name.encode() + b"\0")
+        if samples is not None:
+            sm = samples[i]
+            for f in (sm.image, sm.label, sm.instance):
+                h.update((file_sha256(f) if f is not None else "-").encode() + b"\0")
+    return {"count": len(names), "sha256": h.hexdigest()}
+
+
+def _identity(settings: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps({k: v for k, v in settings.items() if k not in NOT_IDENTITY}, sort_keys=True))
+
+
+def _outputs(out: Path) -> list[Path]:
+    """What a run writes that is present in ``out`` (and nothing else of the folder)."""
+    if not out.is_dir():
+        return []
+
+    def ours(d: Path) -> bool:
+        if d.name in OUTPUT_FILES:
+            return d.is_file()
+        return (d.name in OUTPUT_DIRS or d.name.startswith(OUTPUT_PREFIXES)) and d.is_dir() and not d.is_symlink()
+
+    return sorted(d for d in out.iterdir() if ours(d))
+
+
+def _has_samples(out: Path) -> bool:
+    """Whether a run regenerated any image in ``out``."""
+    return any(d.is_dir() and d.name.startswith("snr_") and any(f.is_file() for f in d.rglob("*.png"))
+               for d in _outputs(out))
+
+
+def _discard(out: Path) -> None:
+    """Remove what a run writes (and nothing else) from ``out``."""
+    for d in _outputs(out):
+        if d.is_dir():
+            shutil.rmtree(d)
+        else:
+            d.unlink()
+
+
+def prepare_folder(out: Path, settings: dict[str, Any], fresh: bool = False) -> str:
+    """Make ``out`` ready for a run with ``settings`` and write its ``settings.json``.
+
+    Returns ``"resume"`` (the folder's run has the same identity: its finished images are kept)
+    or ``"start"`` (a new folder; ``fresh``; or the folder's earlier run, of other settings,
+    regenerated no image: what it wrote is removed).
+
+    Raises:
+        ValueError: ``out`` cannot be written, or holds samples of another identity (the message
+            names the differing settings), or sample outputs without a settings record.
+    """
+    from ..models.io import atomic_write, read_json
+
+    probe_out_dir(out)
+    path = out / "settings.json"
+    if path.is_file() and not fresh:
+        try:
+            old = read_json(path)
+        except ValueError as e:
+            raise ValueError(f"{e}: {out} does not hold a readable sample run; choose another --out, "
+                             "or add --fresh to discard its samples") from None
+        mine, theirs = _identity(settings), _identity(old if isinstance(old, dict) else {})
+        if mine == theirs:
+            return "resume"
+        if _has_samples(out):
+            diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+            raise ValueError(f"{out} holds samples made with other settings (differing: {', '.join(diff)}); "
+                             "choose another --out, or add --fresh to discard them")
+    elif not path.is_file() and _outputs(out) and not fresh:
+        raise ValueError(f"{out} holds sample outputs without a settings.json (an older version or another "
+                         "program wrote them); choose another --out, or add --fresh to discard them")
+    _discard(out)
+    atomic_write(path, lambda p: Path(p).write_text(json.dumps(settings, indent=2) + "\n"))
+    return "start"
+
+
+def _read_item(dataset: Any, i: int) -> dict[str, Any]:
+    """``dataset[i]``; an unreadable image file becomes a ValueError naming it."""
+    try:
+        return dataset[i]
+    except (OSError, SyntaxError) as e:  # PIL: truncated / corrupt files (messages rarely name them)
+        samples = getattr(dataset, "samples", None)
+        files = [f for f in ((samples[i].image, samples[i].label, samples[i].instance) if samples else ())
+                 if f is not None]
+        from PIL import Image
+
+        for f in files:
+            try:
+                with Image.open(f) as im:
+                    im.load()
+            except Exception as why:  # noqa: BLE001 - any failure names the file
+                raise ValueError(f"cannot read {f}: {why}") from None
+        raise ValueError(f"cannot read item {i} ({', '.join(map(str, files)) or 'no files'}): {e}") from None
+
+
+class _StepProgress:
+    """A diffusion process whose ``sample`` also reports each step to ``on_step`` (for a per-step
+    progress bar inside a long sample); every other attribute is the wrapped process's."""
+
+    def __init__(self, diffusion: Any, on_step: Any) -> None:
+        self._diffusion, self._on_step = diffusion, on_step
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._diffusion, name)
+
+    def sample(self, *args: Any, callback: Any = None, **kwargs: Any) -> Any:
+        def report(i: int, x: Any, out: Any) -> None:
+            self._on_step(i)
+            if callback is not None:
+                callback(i, x, out)
+
+        return self._diffusion.sample(*args, callback=report, **kwargs)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(join_negative_values(argv, ("--snr",)))
     s = _resolve(parser, args)
-    from ..data import DATASET_INFO, build_dataset
+    out: Path = s["out"]
+    check_out_dir(out)  # before any slow work; probed for writing before the run starts
+    from ..data import DATASET_INFO
+
+    if not args.dataset_mode:
+        _fail(parser, f"--dataset_mode is required: one of {sorted(DATASET_INFO)}")
+    if args.dataset_mode not in DATASET_INFO:
+        _fail(parser, f"--dataset_mode {args.dataset_mode!r}: use one of {sorted(DATASET_INFO)}")
+    if args.dataset_mode != "synthetic" and not args.data_dir:
+        _fail(parser, f"--data_dir is required for --dataset_mode {args.dataset_mode}")
+
+    import numpy as np
+    import torch
+
+    from ..data import build_dataset
+    from ..imageio import save_png, to_uint8
+    from ..models.io import atomic_write, file_sha256
     from ..semantics import colorize
     from ..systems.gesco import GESCO
 
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(args.device)
     autocast = {"none": None, "fp16": torch.float16, "bf16": torch.bfloat16}[args.autocast]
     if autocast is not None and device.type != "cuda":
         _fail(parser, "--autocast needs a GPU (this CPU has no fast half precision)")
@@ -228,26 +435,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             fp16_note = "--use_fp16 True: no fast half precision on CPU; sampling in float32"
             print(f"note: {fp16_note}", file=sys.stderr)
-    model, diffusion, num_classes = _load_model(parser, args)
+    model, diffusion, num_classes, weights = _load_model(parser, args)
     model.to(device).eval()
     if args.verbose:
         print(model)
 
-    if not args.dataset_mode:
-        _fail(parser, f"--dataset_mode is required: one of {sorted(DATASET_INFO)}")
-    if args.dataset_mode not in DATASET_INFO:
-        _fail(parser, f"--dataset_mode {args.dataset_mode!r}: use one of {sorted(DATASET_INFO)}")
+    multiple = model.config.size_multiple
     if args.dataset_mode == "synthetic":
-        h, w = (int(v) for v in args.synthetic_size.lower().split("x"))
+        h, w = args.synthetic_size
+        if h % multiple or w % multiple:
+            _fail(parser, f"--synthetic_size {h}x{w}: this model needs height and width that are multiples "
+                          f"of {multiple}")
         dataset = build_dataset("synthetic", num_images=s["num"], height=h, width=w, seed=10_000 + args.seed)
+        source = {"kind": "synthetic", "height": h, "width": w, "seed": 10_000 + args.seed}
     else:
-        if not args.data_dir:
-            _fail(parser, f"--data_dir is required for --dataset_mode {args.dataset_mode}")
         # as the reference, images are resized to the model's image_size (short side)
         kw: dict[str, Any] = {"split": args.data_split, "train": False, "size": model.config.image_size}
         if args.dataset_mode == "folder":
             kw["num_classes"] = num_classes
         dataset = build_dataset(args.dataset_mode, root=args.data_dir, **kw)
+        source = {"kind": args.dataset_mode, "split": args.data_split, "size": model.config.image_size}
+    if len(dataset) == 0:
+        raise ValueError(f"--dataset_mode {args.dataset_mode}: no items to sample")
     try:
         system = GESCO(model, diffusion, num_classes, channel=args.channel, pool=s["pool"],
                        k_factor=args.k_factor, guidance_scale=args.s, method=s["method"], eta=s["eta"],
@@ -255,62 +464,71 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as e:
         _fail(parser, str(e))
     with_edges = system.has_edges
+    n = min(s["num"], len(dataset))
+    names = item_names(dataset, n)
 
-    out: Path = s["out"]
     settings = {
         "command": "gensemcom sample", "argv": list(sys.argv[1:] if argv is None else argv),
-        "seed": args.seed, "dataset": args.dataset_mode, "num_samples": min(s["num"], len(dataset)),
+        "seed": args.seed, "dataset": args.dataset_mode, "data": source,
+        "items": data_identity(dataset, names), "num_samples": n,
         "batch_size": args.batch_size, "guidance_scale": args.s, "method": s["method"], "eta": s["eta"],
         "clip_denoised": args.clip_denoised, "channel": args.channel, "pool": s["pool"],
+        "k_factor": args.k_factor if args.channel == "rician" else None,
         "snr_db": [("inf" if math.isinf(v) else v) for v in s["snrs"]],
+        "num_classes": num_classes, "checkpoint_sha256": file_sha256(weights),
         "model": model.config.to_dict(), "diffusion": diffusion.config.to_dict() if diffusion.config else None,
         "instance_mode": args.instance_mode, "autocast": str(autocast) if autocast else None,
+        "device": device.type,
+        "paths": {"weights": str(weights), "data_dir": args.data_dir or None},
         "notes": [fp16_note] if fp16_note else [],
     }
-    settings_path = out / "settings.json"
-    if settings_path.is_file():
-        old = json.loads(settings_path.read_text())
-        if {k: v for k, v in old.items() if k != "argv"} != {k: v for k, v in settings.items() if k != "argv"}:
-            _fail(parser, f"{out} holds samples made with other settings; choose another --out")
-    atomic_write(settings_path, lambda p: Path(p).write_text(json.dumps(settings, indent=2) + "\n"))
+    prepare_folder(out, settings, fresh=args.fresh)
 
     palette = args.dataset_mode if args.dataset_mode in ("synthetic", "cityscapes") else None
-    n = settings["num_samples"]
     results: dict[str, Any] = {"settings": settings, "per_snr": {}}
     keys = ["inf" if math.isinf(v) else f"{v:g}" for v in s["snrs"]]
     uses: dict[str, list[float]] = {k: [] for k in keys}
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=n * len(keys), desc="sampling", unit="img", disable=args.no_progress)
-    for b0 in range(0, n, args.batch_size):
-        idx = list(range(b0, min(b0 + args.batch_size, n)))
-        items = [dataset[i] for i in idx]  # read once, sent at every SNR
-        names = [Path(str(it.get("path", f"{i:05d}"))).stem or f"{i:05d}" for i, it in zip(idx, items)]
-        labels = torch.stack([it["label"] for it in items])
-        inst = torch.stack([it["instance"] for it in items]) if with_edges else None
-        y = system.transmit(labels, inst)
-        for j, name in enumerate(names):
-            if not (out / "original" / f"{name}.png").is_file():
-                save_png(out / "original" / f"{name}.png", to_uint8(items[j]["image"]))
-                save_png(out / "label" / f"{name}.png", colorize(labels[j:j + 1], palette)[0])
-        for si, (snr, key) in enumerate(zip(s["snrs"], keys)):
-            gen = torch.Generator().manual_seed(args.seed * 1_000_003 + b0 * 1009 + si)
-            sent = system.send(y, snr, gen)
-            uses[key].extend(torch.as_tensor(sent.channel_uses_per_pixel, dtype=torch.float64).flatten().tolist())
-            todo = [j for j, name in enumerate(names) if not (out / f"snr_{key}" / f"{name}.png").is_file()]
-            if todo:
-                x_T = torch.randn((len(idx), 3, *y.shape[2:]), generator=gen)
-                x0 = system.receive(sent.received, gen, noise=x_T)
-                received_ids = sent.received[:, :num_classes].argmax(1)
-                for j in todo:  # the others were finished by an earlier (killed) run: same numbers
-                    save_png(out / f"snr_{key}" / f"{names[j]}.png", to_uint8(x0[j]))
-                    save_png(out / f"received_snr_{key}" / f"{names[j]}.png",
-                             colorize(received_ids[j:j + 1], palette)[0])
-            bar.update(len(idx))
+    bar = tqdm(total=n * len(keys), desc="sampling", unit="img", disable=args.no_progress, position=0)
+    steps = tqdm(total=diffusion.num_timesteps, desc="  diffusion steps", unit="step", leave=False,
+                 disable=args.no_progress, position=1)
+    if not args.no_progress:  # a long sample (the seed's default: 1000 DDPM steps) shows its steps
+        system.diffusion = _StepProgress(diffusion, lambda i: steps.update(1))
+    try:
+        for b0 in range(0, n, args.batch_size):
+            idx = list(range(b0, min(b0 + args.batch_size, n)))
+            items = [_read_item(dataset, i) for i in idx]  # read once, sent at every SNR
+            batch_names = [names[i] for i in idx]
+            labels = torch.stack([it["label"] for it in items])
+            inst = torch.stack([it["instance"] for it in items]) if with_edges else None
+            y = system.transmit(labels, inst)
+            for j, name in enumerate(batch_names):
+                if not (out / "original" / f"{name}.png").is_file():
+                    save_png(out / "original" / f"{name}.png", to_uint8(items[j]["image"]))
+                    save_png(out / "label" / f"{name}.png", colorize(labels[j:j + 1], palette)[0])
+            for si, (snr, key) in enumerate(zip(s["snrs"], keys)):
+                gen = torch.Generator().manual_seed(args.seed * 1_000_003 + b0 * 1009 + si)
+                sent = system.send(y, snr, gen)
+                uses[key].extend(torch.as_tensor(sent.channel_uses_per_pixel, dtype=torch.float64).flatten().tolist())
+                todo = [j for j, name in enumerate(batch_names) if not (out / f"snr_{key}" / f"{name}.png").is_file()]
+                if todo:
+                    x_T = torch.randn((len(idx), 3, *y.shape[2:]), generator=gen)
+                    steps.reset(total=diffusion.num_timesteps)
+                    steps.set_description(f"  SNR {key}, images {b0 + 1}-{b0 + len(idx)}: diffusion steps")
+                    x0 = system.receive(sent.received, gen, noise=x_T)
+                    received_ids = sent.received[:, :num_classes].argmax(1)
+                    for j in todo:  # the others were finished by an earlier (killed) run: same numbers
+                        save_png(out / f"snr_{key}" / f"{batch_names[j]}.png", to_uint8(x0[j]))
+                        save_png(out / f"received_snr_{key}" / f"{batch_names[j]}.png",
+                                 colorize(received_ids[j:j + 1], palette)[0])
+                bar.update(len(idx))
+    finally:
+        steps.close()
+        bar.close()
     for key in keys:
         results["per_snr"][key] = {"channel_uses_per_pixel": float(np.mean(uses[key])) if uses[key] else None,
                                    "folder": f"snr_{key}"}
-    bar.close()
     atomic_write(out / "results.json", lambda p: Path(p).write_text(json.dumps(results, indent=2) + "\n"))
     print(f"wrote {n} images x {len(s['snrs'])} SNR(s) to {out}")
     return 0
