@@ -23,11 +23,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from gensemcom.cli.evaluate import build_data, build_segmenters  # noqa: E402
-from gensemcom.evaluate import Sweep, SweepConfig, WorkItem  # noqa: E402
+from gensemcom.data import build_eval_data  # noqa: E402
+from gensemcom.evaluate import Sweep, SweepConfig, WorkItem, build_segmenters  # noqa: E402
 from gensemcom.systems.registry import SystemOptions, build_system  # noqa: E402
 
-DEFAULT = "gesco,gesco-map,gesco-digital,map+ldpc,deepjscc,jpeg+ldpc,webp+ldpc,jpeg2000+ldpc,jpegxl+ldpc,hevc+ldpc,jpeg+capacity"
+DEFAULT = (
+    "gesco,gesco-map,gesco-digital,map+ldpc,deepjscc,jpeg+ldpc,webp+ldpc,jpeg2000+ldpc,jpegxl+ldpc,hevc+ldpc,jpeg+capacity"
+)
 
 
 def main() -> int:
@@ -41,7 +43,7 @@ def main() -> int:
     p.add_argument("--json", default=None)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    data = build_data(f"synthetic:{args.images}", 64, 128, 0)
+    data = build_eval_data(f"synthetic:{args.images}", 64, 128, 0)
     segs, info = build_segmenters(data, [])
     rows = []
     for spec in args.systems.split(","):

@@ -16,10 +16,10 @@ import pytest
 import torch
 from PIL import Image
 
-from gensemcom.cli.evaluate import build_data
-from gensemcom.cli.plot import make_plots
-from gensemcom.evaluate import EvalData, Sweep, SweepConfig, read_records, write_results
-from gensemcom.metrics import ConfusionMatrix, psnr
+from gensemcom.data import build_eval_data as build_data
+from gensemcom.evaluate import EvalData, Sweep, SweepConfig, read_records
+from gensemcom.metrics import ConfusionMatrix
+from gensemcom.plot import make_plots
 from gensemcom.systems.gesco import GESCOSystem
 from gensemcom.systems.registry import SystemOptions, build_system
 
@@ -31,7 +31,8 @@ def _data(n: int = 4) -> list[EvalData]:
 
 
 def _systems() -> dict:
-    return {"gesco-map": GESCOSystem(None), "jpeg+capacity": build_system("jpeg+capacity", SystemOptions(bandwidth=0.5))}
+    return {"gesco-map": GESCOSystem(None),
+            "jpeg+capacity": build_system("jpeg+capacity", SystemOptions(bandwidth=0.5))}
 
 
 def _config(**kw) -> SweepConfig:
@@ -176,8 +177,8 @@ def test_plots_and_grid(tmp_path):
         assert Image.open(f).size[0] > 100
     grid = np.asarray(Image.open(tmp_path / "plots" / "grid_synthetic_awgn.png"))
     # 2 images x 2 systems rows; columns: original, map, then per SNR (map for gesco-map / image for jpeg)
-    assert grid.shape[0] == 16 + 4 * (H + 3)
-    assert grid.shape[1] == 110 + (2 + 2) * (W + 3)
+    assert grid.shape[0] == 28 + 4 * (H + 3)
+    assert grid.shape[1] == 130 + (2 + 2) * (W + 3)
 
 
 def test_unsupported_and_incompatible_pairs_are_recorded(tmp_path):
@@ -218,7 +219,8 @@ def test_fid_and_kid_in_a_sweep_match_direct_computation(tmp_path):
     inc = InceptionFeatures()
     batch = data[0].batches(3)[0]
     from gensemcom.evaluate import WorkItem
-    out = build_system("jpeg+capacity").run(batch, "awgn", 20.0, sweep._generator(WorkItem("synthetic", "jpeg+capacity", "awgn", 20.0, 0)))
+    gen = sweep._generator(WorkItem("synthetic", "jpeg+capacity", "awgn", 20.0, 0))
+    out = build_system("jpeg+capacity").run(batch, "awgn", 20.0, gen)
     real = inc((batch.images + 1) / 2).double()
     fake = inc((out.images.clamp(-1, 1) + 1) / 2).double()
     want = frechet_distance(real.mean(0), torch.cov(real.T), fake.mean(0), torch.cov(fake.T))

@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import time
 import zlib
@@ -48,44 +49,22 @@ from tqdm.auto import tqdm
 
 from .channels.semantic import GESCO_SNR_TABLE
 from .data.common import derive_seed
+from .data.evalsets import EvalData
 from .imageio import save_png, to_uint8
-from .metrics import (ConfusionMatrix, confusion_matrix, frechet_distance, kid, miou_per_image, ms_ssim,
+from .metrics import (ConfusionMatrix, frechet_distance, kid, miou_per_image, ms_ssim,
                       pairwise_diversity, psnr, ssim)
+from .folderlock import FolderLock, FolderLockedError, describe_holder
 from .models.io import atomic_write
 from .semantics import colorize
 from .systems.base import Batch, System, SystemOutput
 
 __all__ = ["EvalData", "SweepConfig", "Sweep", "WorkItem", "read_records", "aggregate", "merge_records",
-           "git_revision", "PSNR_CAP_DB"]
+           "write_results", "build_segmenters", "FolderLockedError", "git_revision", "PSNR_CAP_DB"]
 
 PSNR_CAP_DB = 100.0
 RESULTS_NAME = "results.json"
 SETTINGS_NAME = "sweep.json"
-
-
-@dataclass
-class EvalData:
-    """A named evaluation set: its items (dicts with ``image``, ``label``, optional ``instance``
-    and ``path``), its label space and a palette for pictures."""
-
-    name: str
-    items: list[dict]
-    num_classes: int
-    ignore_index: int = 255
-    palette: Any = None
-    description: str = ""
-
-    def batches(self, batch_size: int) -> list[Batch]:
-        out = []
-        for i in range(0, len(self.items), batch_size):
-            chunk = self.items[i:i + batch_size]
-            inst = [c.get("instance") for c in chunk]
-            out.append(Batch(images=torch.stack([c["image"] for c in chunk]),
-                             labels=torch.stack([c["label"] for c in chunk]),
-                             instances=None if any(x is None for x in inst) else torch.stack(inst),
-                             names=[str(c.get("path", f"{self.name}/{i + j}")) for j, c in enumerate(chunk)],
-                             num_classes=self.num_classes, ignore_index=self.ignore_index))
-        return out
+SKIPPED_NAME = "skipped.json"
 
 
 @dataclass
@@ -187,25 +166,60 @@ def _append(path: Path, record: dict) -> None:
 
 def merge_records(folders: Sequence[str | os.PathLike], out: str | os.PathLike) -> int:
     """Copy the records of several sweep folders (shards run apart) into ``out``; keys dedupe.
-    Returns the number of records in ``out``."""
+
+    Everything a record points to comes along: the Inception features of FID/KID and the saved
+    pictures (copied beside the records, same relative paths), and the skip reasons of every
+    folder (their union). Returns the number of records in ``out``.
+
+    Raises:
+        FileNotFoundError: a folder holds no records; ValueError: folders with other settings;
+        FolderLockedError: a process is writing ``out``.
+    """
     out = Path(out)
-    merged: dict[str, dict] = read_records(out)  # merging into a folder keeps what it holds
-    settings = json.loads((out / SETTINGS_NAME).read_text()) if (out / SETTINGS_NAME).is_file() else None
-    for f in folders:
-        if not Path(f, "records").is_dir():
-            raise FileNotFoundError(f"{f} is not a sweep folder (no records/ in it)")
-        merged.update(read_records(f))
-        s = Path(f, SETTINGS_NAME)
-        if s.is_file():
-            this = json.loads(s.read_text())
-            if settings is not None and _identity(this) != _identity(settings):
-                raise ValueError(f"{f} holds a sweep with other settings than the others; cannot merge")
-            settings = this
-    lines = "".join(json.dumps(r) + "\n" for r in merged.values())
-    atomic_write(out / "records" / "merged.jsonl", lambda p: Path(p).write_text(lines))
-    if settings is not None:
-        atomic_write(out / SETTINGS_NAME, lambda p: Path(p).write_text(json.dumps(settings, indent=2) + "\n"))
+    out.mkdir(parents=True, exist_ok=True)
+    with FolderLock(out, "rank0", info={"rank": 0, "world": 1, "merge": True}) as lock:
+        if lock.holders():
+            raise FolderLockedError(f"{out} is being written by {describe_holder(lock.holders()[0])}; "
+                                    "merge once it has finished")
+        merged: dict[str, dict] = read_records(out)  # merging into a folder keeps what it holds
+        settings = json.loads((out / SETTINGS_NAME).read_text()) if (out / SETTINGS_NAME).is_file() else None
+        skipped = _read_skipped(out)
+        for f in folders:
+            f = Path(f)
+            if not (f / "records").is_dir():
+                raise FileNotFoundError(f"{f} is not a sweep folder (no records/ in it)")
+            s = f / SETTINGS_NAME
+            if s.is_file():
+                this = json.loads(s.read_text())
+                if settings is not None and _identity(this) != _identity(settings):
+                    raise ValueError(f"{f} holds a sweep with other settings than the others; cannot merge")
+                settings = this
+            recs = read_records(f)
+            if f.resolve() != out.resolve():
+                for rec in recs.values():
+                    for rel in [rec.get("features")] + [x for v in (rec.get("pictures") or {}).values() for x in v]:
+                        if rel and (f / rel).is_file() and not (out / rel).is_file():
+                            (out / rel).parent.mkdir(parents=True, exist_ok=True)
+                            shutil.copyfile(f / rel, out / rel)
+                if (f / "images").is_dir():  # the originals beside the pictures, for the grids
+                    shutil.copytree(f / "images", out / "images", dirs_exist_ok=True)
+            merged.update(recs)
+            skipped += [x for x in _read_skipped(f) if x not in skipped]
+        lines = "".join(json.dumps(r) + "\n" for r in merged.values())
+        atomic_write(out / "records" / "merged.jsonl", lambda p: Path(p).write_text(lines))
+        if settings is not None:
+            _write_json(out / SETTINGS_NAME, settings)
+        _write_json(out / SKIPPED_NAME, skipped)
     return len(merged)
+
+
+def _read_skipped(folder: Path) -> list[dict]:
+    p = Path(folder) / SKIPPED_NAME
+    return json.loads(p.read_text()) if p.is_file() else []
+
+
+def _write_json(path: Path, value: Any) -> None:
+    atomic_write(path, lambda p: Path(p).write_text(json.dumps(value, indent=2) + "\n"))
 
 
 def _identity(settings: dict) -> dict:
@@ -226,6 +240,51 @@ def _without_paths(v: Any) -> Any:
 # ------------------------------------------------------------------------------------------------
 # The sweep
 # ------------------------------------------------------------------------------------------------
+
+#: the segmenter a data set gets when --segmenter does not name one (by the kind of data)
+DEFAULT_SEGMENTERS = {"synthetic": "bundled"}
+
+
+def build_segmenters(data: Sequence[EvalData], specs: Sequence[str] = (), device: str = "cpu") -> tuple[dict, dict]:
+    """The segmenter of each data set, for the mIoU of the output images.
+
+    Args:
+        data: the sweep's data sets.
+        specs: ``DATASET=SPEC`` (that data set) or ``SPEC`` (every data set), later ones winning;
+            SPEC is ``bundled``, a model folder, ``torchscript:PATH:NUM_CLASSES[:RANGE]`` or ``none``
+            (see :func:`gensemcom.models.segmenter.load_segmenter`). Without one, the synthetic
+            scenes get the bundled segmenter and other data none.
+        device: where the segmenters run.
+
+    Returns:
+        ``(segmenters, info)``: data-set name -> segmenter, and -> its spec (recorded).
+
+    Raises:
+        ValueError: a spec naming no data set of the sweep, or a segmenter whose classes differ
+        from its data set's.
+    """
+    from .models.segmenter import load_segmenter
+    names = [d.name for d in data]
+    chosen = {d.name: DEFAULT_SEGMENTERS[d.kind] for d in data if d.kind in DEFAULT_SEGMENTERS}
+    for s in specs:
+        k, eq, v = s.partition("=")
+        if eq and not k.startswith("torchscript") and "/" not in k:
+            if k not in names:
+                raise ValueError(f"--segmenter {s!r}: no data set is called {k!r} (this sweep has {', '.join(names)})")
+            chosen[k] = v
+        else:
+            chosen.update({n: s for n in names})
+    segs, info = {}, {}
+    for d in data:
+        spec = chosen.get(d.name)
+        if spec and spec != "none":
+            seg = load_segmenter(spec, device=device)
+            if seg.num_classes != d.num_classes:
+                raise ValueError(f"segmenter {spec!r} predicts {seg.num_classes} classes, data set {d.name} has "
+                                 f"{d.num_classes}")
+            segs[d.name], info[d.name] = seg, spec
+    return segs, info
+
 
 class _Original(System):
     """The clean images themselves: the reference row (segmenter mIoU on clean images)."""
@@ -262,6 +321,8 @@ class Sweep:
         self.systems = dict(systems)
         self.systems.setdefault("original", _Original())
         self.datasets = {d.name: d for d in datasets}
+        if len(self.datasets) != len(datasets):
+            raise ValueError(f"two data sets share a name: {[d.name for d in datasets]}")
         self.config = config
         self.segmenters = segmenters or {}
         self.segmenter_info = segmenter_info or {}
@@ -294,8 +355,9 @@ class Sweep:
     def settings(self) -> dict[str, Any]:
         return {"config": asdict(self.config),
                 "systems": {k: s.config() for k, s in sorted(self.systems.items())},
-                "datasets": {k: {"images": len(d.items), "num_classes": d.num_classes,
-                                 "description": d.description} for k, d in sorted(self.datasets.items())},
+                "datasets": {k: {"images": len(d.items), "num_classes": d.num_classes, "description": d.description,
+                                 **({"items": d.fingerprint} if d.fingerprint else {})}
+                             for k, d in sorted(self.datasets.items())},
                 "backends": self.backends}
 
     def _check_settings(self) -> None:
@@ -314,13 +376,23 @@ class Sweep:
     # -- items ------------------------------------------------------------------------------------
 
     def items(self) -> tuple[list[WorkItem], list[dict]]:
-        """The full, ordered list of work items, and the skipped (dataset, system, channel) with why."""
-        items, skipped = [], []
+        """The full, ordered list of work items, and the skipped (dataset, system, channel) with why.
+
+        The items of every (dataset, system) are spread evenly over the list (item ``j`` of a group
+        of ``n`` sits at ``(j + 1/2) / n`` of the way), so that the slow ones (diffusion receivers)
+        are not all first: any stretch of the run holds each system in proportion, and the
+        progress bar's rate, hence its estimate of the time left, is right from the start."""
+        plan, skipped = self._plan()
+        return [it for it, _ in plan], skipped
+
+    def _groups(self) -> tuple[list[list[WorkItem]], list[dict]]:
+        groups, skipped = [], []
         for dname, batches in self._batches.items():
             for sname, system in self.systems.items():
                 channels = ["none"] if sname == "original" else self.config.channels
                 snrs = [math.inf] if sname == "original" else self.config.snrs
-                reason = system.compatible(batches[0]) if batches else "empty dataset"
+                reason = system.compatible(batches[0]) if len(batches) else "empty dataset"
+                group: list[WorkItem] = []
                 for ch in channels:
                     why = reason or (None if system.supports(ch) else f"{sname} does not implement channel {ch}")
                     if why:
@@ -335,26 +407,55 @@ class Sweep:
                             skipped.append({"dataset": dname, "system": sname, "channel": ch,
                                             "reason": f"not keys of GESCO's table {sorted(GESCO_SNR_TABLE)}: "
                                                       f"{', '.join(missing)}"})
-                    items += [WorkItem(dname, sname, ch, float(s), b) for s in ch_snrs for b in range(len(batches))]
-        return items, skipped
+                    group += [WorkItem(dname, sname, ch, float(s), b) for s in ch_snrs for b in range(len(batches))]
+                if group:
+                    groups.append(group)
+        return groups, skipped
+
+    def _plan(self) -> tuple[list[tuple[WorkItem, int]], list[dict]]:
+        """Every item with the rank that computes it, in run order (see :meth:`items`).
+
+        Ranks take turns within each group (item ``j`` of group ``g`` goes to ``(j + g) % world``):
+        every rank gets its share of every system, whatever the number of systems and ranks."""
+        groups, skipped = self._groups()
+        keyed = [((j + 0.5) / len(g), gi, j, it) for gi, g in enumerate(groups) for j, it in enumerate(g)]
+        keyed.sort(key=lambda t: t[:3])
+        return [(it, (j + gi) % self.world) for _, gi, j, it in keyed], skipped
 
     def _generator(self, item: WorkItem) -> torch.Generator:
         return torch.Generator().manual_seed(derive_seed(self.config.seed, zlib.crc32(item.key.encode())))
 
+    def _lock(self) -> FolderLock:
+        """This rank's writer lock on the folder; refuses a folder that another job is writing."""
+        lock = FolderLock(self.out, f"rank{self.rank}", info={"rank": self.rank, "world": self.world}).acquire()
+        others = [h for h in lock.holders() if h.get("world") != self.world]
+        if others:
+            lock.release()
+            raise FolderLockedError(f"{self.out} is being written by {describe_holder(others[0])}, another "
+                                    "sweep over this folder; wait for it to finish or use another output folder",
+                                    others[0])
+        return lock
+
     def run(self, progress: bool = True) -> Path:
-        """Compute this rank's missing items; returns its records file."""
-        self._check_settings()
-        records = self.out / "records" / f"rank{self.rank}.jsonl"
-        _repair_tail(records)
-        done = set(read_records(self.out))
-        items, _ = self.items()
-        mine = [it for i, it in enumerate(items) if i % self.world == self.rank and it.key not in done]
-        bar = tqdm(mine, desc=f"sweep rank {self.rank}" if self.world > 1 else "sweep", unit="item",
-                   disable=not progress, dynamic_ncols=True)
-        for item in bar:
-            bar.set_postfix_str(f"{item.system} {item.channel} {snr_key(item.snr_db)} dB", refresh=False)
-            _append(records, self.measure(item))
-        bar.close()
+        """Compute this rank's missing items; returns its records file.
+
+        Raises:
+            FolderLockedError: another process is writing this folder (the message names it).
+        """
+        with self._lock():
+            self._check_settings()
+            records = self.out / "records" / f"rank{self.rank}.jsonl"
+            _repair_tail(records)
+            done = set(read_records(self.out))
+            plan, skipped = self._plan()
+            _write_json(self.out / SKIPPED_NAME, skipped)
+            mine = [it for it, r in plan if r == self.rank and it.key not in done]
+            bar = tqdm(mine, desc=f"sweep rank {self.rank}" if self.world > 1 else "sweep", unit="item",
+                       disable=not progress, dynamic_ncols=True)
+            for item in bar:
+                bar.set_postfix_str(f"{item.system} {item.channel} {snr_key(item.snr_db)} dB", refresh=False)
+                _append(records, self.measure(item))
+            bar.close()
         return records
 
     # -- one item ---------------------------------------------------------------------------------
@@ -389,7 +490,8 @@ class Sweep:
                     metrics["lpips"].append(_floats(self._lpips(x, ref)))
                 if seg:
                     pred = seg.predict(o.images.float())
-                    metrics["miou"].append(_floats(miou_per_image(pred, batch.labels, data.num_classes, data.ignore_index)))
+                    metrics["miou"].append(_floats(miou_per_image(pred, batch.labels, data.num_classes,
+                                                                  data.ignore_index)))
                     conf_seg.update(pred, batch.labels)
             if k_samples > 1:
                 metrics["diversity"] = [_floats(pairwise_diversity(torch.stack([_to01(o.images) for o in outputs])))]
@@ -463,8 +565,9 @@ class Sweep:
             dist.barrier()
         if self.rank != 0:
             return None
-        _, skipped = self.items()
-        return write_results(self.out, skipped=skipped, reference_features=self._reference_features)
+        _, skipped = self._plan()
+        with self._lock():
+            return write_results(self.out, skipped=skipped, reference_features=self._reference_features)
 
     def _reference_features(self, dataset: str) -> torch.Tensor | None:
         if self._inception is None:
@@ -500,6 +603,27 @@ def _mean(rows: Iterable[Iterable[float]]) -> float | None:
     return float(np.mean(vals)) if vals else None
 
 
+def _per_image(rows: list[list[float]]) -> list[float]:
+    """Rows of one record (one per sample drawn, each over the images) -> one value per image,
+    the mean over its samples (the draws of one image are not independent images)."""
+    out = []
+    for vals in zip(*rows) if rows else ():
+        v = [x for x in vals if x is not None and not (isinstance(x, float) and math.isnan(x))]
+        if v:
+            out.append(float(np.mean(v)))
+    return out
+
+
+def _ci95(per_record: Iterable[list[float]]) -> float | None:
+    """Half-width of the 95 % confidence interval of the mean over images (Student's t), or None
+    with fewer than two images."""
+    vals = np.array([v for r in per_record for v in r], dtype=np.float64)
+    if len(vals) < 2:
+        return None
+    from scipy.stats import t
+    return float(t.ppf(0.975, len(vals) - 1) * vals.std(ddof=1) / math.sqrt(len(vals)))
+
+
 def aggregate(records: dict[str, dict], reference_features: Callable[[str], torch.Tensor | None] | None = None,
               folder: Path | None = None, kid_subset: int = 100) -> list[dict]:
     """Records -> curves (one per dataset, system, channel; lists indexed by SNR, ascending)."""
@@ -514,7 +638,8 @@ def aggregate(records: dict[str, dict], reference_features: Callable[[str], torc
                                  "snr_db": [float(s) for s in snrs], "images": []}
         names = ("psnr", "ssim", "ms_ssim", "lpips", "miou_per_image", "map_miou_per_image", "diversity")
         cols: dict[str, list] = {k: [] for k in ("channel_uses_per_pixel", "bpp", "lost_fraction", "miou",
-                                                 "map_miou", "seconds_per_image") + names}
+                                                 "map_miou", "seconds_per_image") + names
+                                 + tuple(n + "_ci95" for n in names)}
         fid_col, kid_col = [], []
         for s in snrs:
             recs = sorted(by_snr[s], key=lambda r: r["batch"])
@@ -525,31 +650,40 @@ def aggregate(records: dict[str, dict], reference_features: Callable[[str], torc
             cols["lost_fraction"].append(float(np.mean(lost)) if lost else None)
             n_img = sum(len(r["names"]) * r["samples"] for r in recs)
             cols["seconds_per_image"].append(sum(r["seconds"] for r in recs) / max(1, n_img))
-            for m in ("psnr", "ssim", "ms_ssim", "lpips", "diversity"):
-                cols[m].append(_mean(row for r in recs for row in r["metrics"].get(m, [])))
-            cols["miou_per_image"].append(_mean(row for r in recs for row in r["metrics"].get("miou", [])))
-            cols["map_miou_per_image"].append(_mean(row for r in recs for row in r["metrics"].get("map_miou", [])))
+            for col, m in (("psnr", "psnr"), ("ssim", "ssim"), ("ms_ssim", "ms_ssim"), ("lpips", "lpips"),
+                           ("diversity", "diversity"), ("miou_per_image", "miou"), ("map_miou_per_image", "map_miou")):
+                cols[col].append(_mean(row for r in recs for row in r["metrics"].get(m, [])))
+                cols[col + "_ci95"].append(_ci95(_per_image(r["metrics"].get(m, [])) for r in recs))
             for key, col in (("confusion", "miou"), ("map_confusion", "map_miou")):
-                mats = [ConfusionMatrix.from_list(r[key], missing=r.get("map_missing") if key == "map_confusion" else None)
-                        for r in recs if r.get(key) is not None]
+                mats = [ConfusionMatrix.from_list(r[key], missing=r.get("map_missing") if key == "map_confusion"
+                                                  else None) for r in recs if r.get(key) is not None]
                 cols[col].append(float(sum(mats[1:], mats[0]).miou()) if mats else None)
-            if reference_features is not None and folder is not None and all("features" in r for r in recs):
+            fid_kid: tuple[float | None, float | None] = (None, None)
+            if folder is not None and recs and all("features" in r for r in recs):
                 from safetensors.torch import load_file
                 fake = torch.cat([load_file(folder / r["features"])["features"] for r in recs]).double()
                 if dset not in ref_cache:
-                    ref_cache[dset] = reference_features(dset)
+                    # the clean images' features: saved by the "original" items (so a merged
+                    # folder has them too), else computed by the caller
+                    orig = sorted((r for r in records.values() if r["dataset"] == dset and r["system"] == "original"),
+                                  key=lambda r: r["batch"])
+                    if orig and all("features" in r and (folder / r["features"]).is_file() for r in orig):
+                        ref_cache[dset] = torch.cat([load_file(folder / r["features"])["features"] for r in orig])
+                    else:
+                        ref_cache[dset] = reference_features(dset) if reference_features is not None else None
                 real = ref_cache[dset]
                 if real is not None and len(fake) >= 2 and len(real) >= 2:
                     mu1, mu2 = real.double().mean(0), fake.mean(0)
                     s1, s2 = torch.cov(real.double().T), torch.cov(fake.T)
-                    fid_col.append(float(frechet_distance(mu1, s1, mu2, s2)))
                     km, _ = kid(real.double(), fake, subsets=kid_subset, subset_size=min(len(real), len(fake)),
                                 generator=torch.Generator().manual_seed(0))
-                    kid_col.append(float(km))
+                    fid_kid = (float(frechet_distance(mu1, s1, mu2, s2)), float(km))
+            fid_col.append(fid_kid[0])
+            kid_col.append(fid_kid[1])
         for k, v in cols.items():
             if any(x is not None for x in v):
                 curve[k] = v
-        if fid_col:
+        if any(v is not None for v in fid_col):
             curve["fid"], curve["kid"] = fid_col, kid_col
         curves.append(curve)
     return curves
@@ -560,6 +694,8 @@ def write_results(folder: str | os.PathLike, skipped: list[dict] | None = None,
     """Aggregate ``folder``'s records into ``folder/results.json`` (atomically)."""
     folder = Path(folder)
     records = read_records(folder)
+    if skipped is None:
+        skipped = _read_skipped(folder)
     settings_path = folder / SETTINGS_NAME
     settings = json.loads(settings_path.read_text()) if settings_path.is_file() else {}
     results = {

@@ -4,6 +4,8 @@ Every dataset returns dicts with ``image`` (3, H, W) float32 in [-1, 1], ``label
 ``instance`` (H, W) int64 (absent when the dataset has none) and ``path`` (str); they batch with
 the default DataLoader collate. :func:`build_dataset` builds one by name; :data:`DATASET_INFO`
 holds what a model and a sampler need to know about each (classes, instances, size, guidance).
+:func:`build_eval_data` builds the evaluation sets of a sweep from specs such as
+``cityscapes:DIR,folder:DIR:classes=21`` (:mod:`gensemcom.data.evalsets`).
 Turn a batch into the network's label input with :func:`gensemcom.semantics.semantic_input`.
 """
 
@@ -20,6 +22,7 @@ from .ade20k import ADE20K, ade20k_label_transform
 from .cityscapes import Cityscapes
 from .coco_stuff import COCOStuff, coco_label_transform
 from .common import PairedSegmentationDataset, Sample, derive_seed
+from .evalsets import EvalData, build_eval_data
 from .folder import ImageLabelFolder
 from .synthetic import SYNTHETIC_CLASSES, SYNTHETIC_PALETTE, SyntheticScenes, render_scene, street_scene
 
@@ -27,6 +30,8 @@ __all__ = [
     "DatasetInfo",
     "DATASET_INFO",
     "build_dataset",
+    "build_eval_data",
+    "EvalData",
     "Cityscapes",
     "ADE20K",
     "COCOStuff",
