@@ -18,13 +18,14 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from ..runs import atomic_write  # noqa: F401  (re-exported: older imports)
 
 from .semantic_unet import SemanticUNet, SemanticUNetConfig
 
@@ -33,8 +34,6 @@ __all__ = ["CheckpointMismatchError", "read_state_dict", "load_checkpoint", "dia
            "atomic_write", "read_json", "file_sha256"]
 
 WEIGHTS_NAME = "model.safetensors"
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 CONFIG_NAME = "config.json"
 
 
@@ -179,21 +178,6 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         for block in iter(lambda: f.read(chunk), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def atomic_write(path: str | os.PathLike, write: Any) -> None:
-    """Call ``write(tmp_path)`` then rename onto ``path``: readers never see a partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual mode
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _write_folder(directory: Path, module: nn.Module, config: dict[str, Any],
