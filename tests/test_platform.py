@@ -266,3 +266,26 @@ def test_latent_condition_rejects_a_map_network(tmp_path):
     with pytest.raises(ValueError, match="label_channels=0"):
         Trainer(mc, DiffusionConfig(), _ClassScenes(2), 3, _train_cfg(tmp_path, 1),
                 condition=LatentCondition(_Encoder()))
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda d, m, x, y: d.q_sample(x, 4, torch.randn_like(x)), r"0\.\.3, got \[4\]"),
+    (lambda d, m, x, y: d.training_losses(m, x, torch.tensor([-1]), y), r"0\.\.3, got \[-1\]"),
+    (lambda d, m, x, y: d.invert(m, x, y, end_step=7), r"end_step must be in \[0, 3\]"),
+    (lambda d, m, x, y: d.p_sample(m, x, 9, y), r"0\.\.3, got \[9\]"),
+])
+def test_timesteps_outside_the_process_are_rejected(call, match):
+    model = _tiny_model()
+    d = GaussianDiffusion(linear_betas(1000), "ddim4")
+    with pytest.raises(ValueError, match=match):
+        call(d, model, torch.rand(1, 3, 16, 16) * 2 - 1, torch.rand(1, 5, 16, 16))
+
+
+def test_no_import_cycle_between_semantics_and_data():
+    import ast
+    import inspect
+
+    import gensemcom.semantics as semantics
+    tree = ast.parse(inspect.getsource(semantics))
+    imported = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module]
+    assert not any(m.startswith("data") for m in imported), imported

@@ -32,6 +32,8 @@ __all__ = [
     "INSTANCE_MODES",
     "CITYSCAPES_LABELS",
     "CITYSCAPES_PALETTE",
+    "SYNTHETIC_CLASSES",
+    "SYNTHETIC_PALETTE",
     "one_hot",
     "instance_edges",
     "saturate_instances_8bit",
@@ -64,6 +66,24 @@ CITYSCAPES_LABELS: list[tuple[str, tuple[int, int, int]]] = [
 
 #: (35, 3) uint8 colours of the Cityscapes labelIds
 CITYSCAPES_PALETTE = torch.tensor([c for _, c in CITYSCAPES_LABELS], dtype=torch.uint8)
+
+#: class id -> (name, RGB colour); the colour is both the palette colour and the texture's base
+SYNTHETIC_CLASSES: list[tuple[str, tuple[int, int, int]]] = [
+    ("sky", (70, 130, 180)),        # 0  vertical gradient
+    ("building", (70, 70, 70)),     # 1  grid of lit windows
+    ("road", (128, 64, 128)),       # 2  fine grain noise
+    ("sidewalk", (244, 35, 232)),   # 3  tiles
+    ("car", (0, 0, 142)),           # 4  horizontal stripes, per-car shade
+    ("vegetation", (107, 142, 35)),  # 5 low-frequency blotches
+    ("person", (220, 20, 60)),      # 6  fine checks, per-person shade
+    ("pole", (153, 153, 153)),      # 7  plain light grey
+    ("traffic sign", (220, 220, 0)),  # 8 diagonal stripes
+    ("terrain", (152, 251, 152)),   # 9  horizontal bands
+    ("fence", (190, 153, 153)),     # 10 vertical slats
+    ("truck", (0, 60, 100)),        # 11 coarse checks, per-truck shade
+]
+#: (12, 3) uint8 colours of :data:`SYNTHETIC_CLASSES` (the synthetic scenes of :mod:`gensemcom.data.synthetic`)
+SYNTHETIC_PALETTE = torch.tensor([c for _, c in SYNTHETIC_CLASSES], dtype=torch.uint8)
 
 
 def _as_bhw(x: torch.Tensor, what: str) -> torch.Tensor:
@@ -227,7 +247,7 @@ def colorize(labels: torch.Tensor,
         labels: (B, H, W) or (H, W) integer class ids, all >= 0.
         palette: (N, 3) colours (tensor or nested sequence of 0..255), or ``"cityscapes"`` (the 35
             labelId colours of :data:`CITYSCAPES_PALETTE`), or ``"synthetic"`` (the colours of
-            :data:`gensemcom.data.synthetic.SYNTHETIC_CLASSES`), or None for
+            :data:`SYNTHETIC_CLASSES`), or None for
             :func:`default_palette` with 256 colours (distinct, deterministic; ids up to 255, e.g.
             an ignore value of 255, are covered).
 
@@ -243,7 +263,6 @@ def colorize(labels: torch.Tensor,
         if palette == "cityscapes":
             pal = CITYSCAPES_PALETTE
         elif palette == "synthetic":
-            from .data.synthetic import SYNTHETIC_PALETTE
             pal = SYNTHETIC_PALETTE
         else:
             raise ValueError(f"unknown palette {palette!r}: use 'cityscapes', 'synthetic', None or "

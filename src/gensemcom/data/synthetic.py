@@ -20,28 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from ..semantics import SYNTHETIC_CLASSES, SYNTHETIC_PALETTE
 from .common import derive_seed
 
 __all__ = ["SYNTHETIC_CLASSES", "SYNTHETIC_PALETTE", "THING_CLASSES", "SyntheticScenes",
            "street_scene", "render_scene"]
-
-#: class id -> (name, RGB colour); the colour is both the palette colour and the texture's base
-SYNTHETIC_CLASSES: list[tuple[str, tuple[int, int, int]]] = [
-    ("sky", (70, 130, 180)),        # 0  vertical gradient
-    ("building", (70, 70, 70)),     # 1  grid of lit windows
-    ("road", (128, 64, 128)),       # 2  fine grain noise
-    ("sidewalk", (244, 35, 232)),   # 3  tiles
-    ("car", (0, 0, 142)),           # 4  horizontal stripes, per-car shade
-    ("vegetation", (107, 142, 35)),  # 5 low-frequency blotches
-    ("person", (220, 20, 60)),      # 6  fine checks, per-person shade
-    ("pole", (153, 153, 153)),      # 7  plain light grey
-    ("traffic sign", (220, 220, 0)),  # 8 diagonal stripes
-    ("terrain", (152, 251, 152)),   # 9  horizontal bands
-    ("fence", (190, 153, 153)),     # 10 vertical slats
-    ("truck", (0, 60, 100)),        # 11 coarse checks, per-truck shade
-]
-#: (12, 3) uint8 colours of :data:`SYNTHETIC_CLASSES`
-SYNTHETIC_PALETTE = torch.tensor([c for _, c in SYNTHETIC_CLASSES], dtype=torch.uint8)
 
 SKY, BUILDING, ROAD, SIDEWALK, CAR, VEGETATION, PERSON, POLE, SIGN, TERRAIN, FENCE, TRUCK = range(12)
 #: classes drawn as separate instances (id ``class * 1000 + k``)
