@@ -270,3 +270,77 @@ def test_a_new_channel_is_one_apply_method():
     assert torch.allclose(PhaseChannel()(x, math.inf).received, x, atol=1e-12)
     with pytest.raises(NotImplementedError, match="apply"):
         Channel()(x, 10.0)
+
+
+# ---------------------------------------------------------------------------------------------- SNR arguments
+
+def test_check_snr_db_accepts_any_real_number():
+    import numpy as np
+
+    from gensemcom.channels import check_snr_db
+
+    for value, want in ((5, 5.0), (5.5, 5.5), (np.float32(5.0), 5.0), (np.float64(-3.25), -3.25),
+                        (np.int64(3), 3.0), (np.int8(-2), -2.0), (torch.tensor(7.5), 7.5),
+                        (torch.tensor(4, dtype=torch.int32), 4.0), (np.array(2.5), 2.5), (math.inf, math.inf),
+                        (np.float32(np.inf), math.inf)):
+        got = check_snr_db(value)
+        assert type(got) is float and got == want, (value, got)
+    for nan in (float("nan"), np.float32("nan"), np.float64("nan"), torch.tensor(float("nan")), np.array(np.nan)):
+        with pytest.raises(ValueError, match="snr_db is NaN"):
+            check_snr_db(nan)
+    with pytest.raises(ValueError, match="my_snr is NaN"):
+        check_snr_db(math.nan, "my_snr")
+    for minus_inf in (-math.inf, np.float32(-np.inf), torch.tensor(-math.inf)):
+        with pytest.raises(ValueError, match="-inf"):
+            check_snr_db(minus_inf)
+    for bad in (True, np.bool_(False), "10", 1j, np.complex64(1), None, torch.tensor(True), torch.tensor(1j)):
+        with pytest.raises(ValueError, match="snr_db must be a real number"):
+            check_snr_db(bad)
+    for many in (torch.zeros(2), np.zeros(3), [1.0]):
+        with pytest.raises(ValueError, match="snr_db must be a"):
+            check_snr_db(many)
+
+
+def test_numpy_snr_accepted_by_every_channel():
+    """Each entry point that takes ``snr_db`` gives the same result for ``np.float32`` / ``np.int64`` as for
+    the Python float (same generator seed), and names NaN."""
+    import numpy as np
+
+    from gensemcom.channels import (DigitalLink, LDPCLink, LegacyGescoChannel, SemanticMapChannel, capacity_bits,
+                                    capacity_uses, gesco_noise_std)
+    from gensemcom.channels.coded import MCS
+
+    x = torch.randn(2, 3, 4, 6, generator=gen(50))
+    y = torch.zeros(2, 4, 8, 8)
+    y[:, 0, :4], y[:, 2, 4:], y[:, 3] = 1.0, 1.0, (torch.rand(2, 8, 8, generator=gen(51)) > 0.8).float()
+    bits = torch.randint(0, 2, (2, 96), generator=gen(52))
+    calls = {
+        "awgn": lambda s: AWGNChannel()(x, s, generator=gen(53)).received,
+        "rayleigh": lambda s: RayleighChannel(block_size=4)(x, s, generator=gen(53)).received,
+        "rician": lambda s: RicianChannel(2.0)(x, s, generator=gen(53)).received,
+        "none": lambda s: IdentityChannel()(x, s).received,
+        "map": lambda s: SemanticMapChannel("rayleigh")(y, s, generator=gen(54)).received,
+        "digital": lambda s: DigitalLink("16qam", "rayleigh")(bits, s, generator=gen(55), soft=True).llr,
+        "ldpc": lambda s: torch.from_numpy(LDPCLink(MCS("qpsk", 1 / 2, k=48), "rayleigh")(
+            [bits[0].numpy()], s, generator=gen(56))[0].bits),
+        "capacity_bits": lambda s: torch.tensor(capacity_bits(100, s, gain=0.5)),
+        "capacity_uses": lambda s: torch.tensor(capacity_uses(1000, s)),
+        "noise_var": lambda s: snr_db_to_noise_var(s, 2),
+    }
+    for name, call in calls.items():
+        want = call(6.0)
+        for s in (np.float32(6.0), np.int64(6), torch.tensor(6.0)):
+            assert torch.equal(call(s), want), (name, type(s))
+        with pytest.raises(ValueError, match="NaN"):
+            call(np.float32("nan"))
+    assert gesco_noise_std(np.int64(10)) == gesco_noise_std(np.float32(10.0)) == 0.36
+    assert LegacyGescoChannel(np.int32(5)).noise_std == 0.6
+    with pytest.raises(ValueError, match=r"NaN.*\[1, 5, 10, 15, 20, 25, 30, 100\]"):
+        gesco_noise_std(math.nan)
+    # one SNR per batch item as a numpy array
+    per_item = np.array([3.0, 9.0], dtype=np.float32)
+    assert torch.equal(SemanticMapChannel("awgn")(y, per_item, generator=gen(57)).received,
+                       SemanticMapChannel("awgn")(y, torch.tensor([3.0, 9.0]), generator=gen(57)).received)
+    assert torch.equal(snr_db_to_noise_var(per_item, 2), snr_db_to_noise_var(torch.tensor([3.0, 9.0]), 2))
+    with pytest.raises(ValueError, match="NaN at batch items \\[1\\]"):
+        snr_db_to_noise_var(np.array([1.0, np.nan]), 2)

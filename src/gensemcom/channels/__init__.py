@@ -15,7 +15,7 @@ table is not an SNR and is only used by :class:`LegacyGescoChannel`.
 """
 
 from .analog import (CHANNEL_KINDS, EQUALIZERS, AWGNChannel, Channel, ChannelOutput, IdentityChannel,
-                     RayleighChannel, RicianChannel, awgn, channel_uses_for, complex_to_real, equalize,
+                     RayleighChannel, RicianChannel, awgn, channel_uses_for, check_snr_db, complex_to_real, equalize,
                      make_channel, normalize_power, pair_to_complex, per_pixel, rayleigh_fading,
                      rician_fading, snr_db_to_noise_var)
 from .digital import (CONSTELLATIONS, Constellation, DigitalLink, DigitalOutput, awgn_capacity,
@@ -27,7 +27,7 @@ from .semantic import (GESCO_SNR_TABLE, POOLS, LegacyGescoChannel, SemanticChann
 
 __all__ = [
     "CHANNEL_KINDS", "EQUALIZERS", "AWGNChannel", "Channel", "ChannelOutput", "IdentityChannel",
-    "RayleighChannel", "RicianChannel", "awgn", "channel_uses_for", "complex_to_real", "equalize",
+    "RayleighChannel", "RicianChannel", "awgn", "channel_uses_for", "check_snr_db", "complex_to_real", "equalize",
     "make_channel", "normalize_power", "pair_to_complex", "per_pixel", "rayleigh_fading", "rician_fading",
     "snr_db_to_noise_var",
     "CONSTELLATIONS", "Constellation", "DigitalLink", "DigitalOutput", "awgn_capacity", "demap_hard",

@@ -13,9 +13,11 @@ Conventions (the same for every function and class of this module, Sionna-style)
   left unscaled (scale 1).
 - **SNR.** ``snr_db`` is Es/N0 in dB per complex channel use, with Es = 1 after normalisation,
   so the noise variance is ``N0 = 10 ** (-snr_db / 10)`` per complex symbol, i.e. ``N0 / 2`` per
-  real dimension. ``snr_db`` is a Python number or a (B,) tensor (one value per batch item);
-  ``float('inf')`` means noiseless (N0 = 0: an AWGN channel returns ``x`` exactly; fading
-  channels return it up to the float rounding of the equalisation). NaN and ``-inf`` are errors.
+  real dimension. ``snr_db`` is any real number (Python, numpy or 0-d tensor scalar; checked by
+  :func:`check_snr_db`, the one SNR check of the library) or a (B,) tensor / array (one value per
+  batch item); ``float('inf')`` means noiseless (N0 = 0: an AWGN channel returns ``x`` exactly;
+  fading channels return it up to the float rounding of the equalisation). NaN and ``-inf`` are
+  errors that name the argument.
   Functions named with ``no`` (:func:`awgn`, :func:`equalize`) take the noise variance N0
   directly, like Sionna's ``AWGN()(x, no)``.
 - **Fading.** Flat fading, one complex gain per sample (``block_size=None``) or per block of
@@ -33,13 +35,16 @@ Conventions (the same for every function and class of this module, Sionna-style)
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
-from typing import Sequence, Union
+from typing import Any, Sequence, Union
 
+import numpy as np
 import torch
 
 __all__ = [
     "SnrLike",
+    "check_snr_db",
     "ChannelOutput",
     "Channel",
     "IdentityChannel",
@@ -61,7 +66,8 @@ __all__ = [
     "per_pixel",
 ]
 
-SnrLike = Union[float, int, torch.Tensor]
+#: an SNR argument: any real number (Python, numpy or 0-d tensor scalar), or a (B,) tensor / array
+SnrLike = Union[float, int, np.number, np.ndarray, torch.Tensor]
 
 CHANNEL_KINDS = ("awgn", "rayleigh", "rician", "none")
 EQUALIZERS = ("zf", "mmse", "none")
@@ -136,35 +142,71 @@ def normalize_power(symbols: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return symbols / scale[:, None], scale
 
 
+def check_snr_db(value: Any, name: str = "snr_db") -> float:
+    """One SNR in dB as a Python float, or a ValueError naming the problem.
+
+    Accepted: any real number: ``int``, ``float``, numpy scalars (``np.float32(5.0)``,
+    ``np.int64(3)``), 0-d real tensors and arrays, and ``inf`` (noiseless). Refused: NaN,
+    ``-inf`` (infinite noise), booleans, complex values, strings and anything with more than one
+    element (pass a (B,) tensor to :func:`snr_db_to_noise_var` for one SNR per batch item).
+
+    Args:
+        value: the SNR (Es/N0 per complex channel use, dB).
+        name: the argument's name in error messages.
+    """
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        if value.ndim != 0:
+            raise ValueError(f"{name} must be a single real number, got a {type(value).__name__} of shape "
+                             f"{tuple(value.shape)}")
+        if isinstance(value, torch.Tensor):
+            real = not (value.is_complex() or value.dtype == torch.bool)
+        else:
+            real = np.issubdtype(value.dtype, np.integer) or np.issubdtype(value.dtype, np.floating)
+        if not real:
+            raise ValueError(f"{name} must be a real number, got {value!r}")
+        snr = float(value.item())
+    elif isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a real number (Es/N0 in dB; inf for noiseless), got {value!r} "
+                         f"({type(value).__name__})")
+    else:
+        snr = float(value)
+    if math.isnan(snr):
+        raise ValueError(f"{name} is NaN; expected a real number of dB (inf for noiseless)")
+    if snr == -math.inf:
+        raise ValueError(f"{name} = -inf (infinite noise) is not allowed")
+    return snr
+
+
 def snr_db_to_noise_var(snr_db: SnrLike, batch: int, device: torch.device | str | None = None,
                         dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Noise variance per complex symbol ``N0 = 10 ** (-snr_db / 10)`` for unit symbol energy.
 
     Args:
-        snr_db: Es/N0 in dB: a number, a 0-d tensor or a (B,) tensor. ``inf`` gives N0 = 0.
+        snr_db: Es/N0 in dB: one real number (see :func:`check_snr_db`: numpy and 0-d tensor
+            scalars included) or a (B,) tensor / array, one value per batch item. ``inf`` gives
+            N0 = 0.
         batch: B.
 
     Returns:
         Real (B,) tensor of N0 values.
     """
-    if isinstance(snr_db, torch.Tensor):
-        if snr_db.is_complex():
-            raise ValueError("snr_db must be real")
-        if snr_db.ndim == 0:
-            snr = snr_db.to(device=device, dtype=torch.float64).expand(batch)
-        elif snr_db.shape == (batch,):
-            snr = snr_db.to(device=device, dtype=torch.float64)
-        else:
+    if isinstance(snr_db, np.ndarray) and snr_db.ndim > 0:
+        if not (np.issubdtype(snr_db.dtype, np.integer) or np.issubdtype(snr_db.dtype, np.floating)):
+            raise ValueError(f"snr_db must be real numbers, got an array of {snr_db.dtype}")
+        snr_db = torch.from_numpy(np.asarray(snr_db, dtype=np.float64))
+    if isinstance(snr_db, torch.Tensor) and snr_db.ndim > 0:
+        if snr_db.is_complex() or snr_db.dtype == torch.bool:
+            raise ValueError(f"snr_db must be real, got a {snr_db.dtype} tensor")
+        if snr_db.shape != (batch,):
             raise ValueError(f"snr_db tensor must be a scalar or have shape ({batch},) (one per batch "
                              f"item), got {tuple(snr_db.shape)}")
-    elif isinstance(snr_db, (int, float)) and not isinstance(snr_db, bool):
-        snr = torch.full((batch,), float(snr_db), dtype=torch.float64, device=device)
+        snr = snr_db.to(device=device, dtype=torch.float64)
+        if torch.isnan(snr).any():
+            raise ValueError(f"snr_db contains NaN at batch items {torch.isnan(snr).nonzero().flatten().tolist()}")
+        if (snr == -math.inf).any():
+            raise ValueError("snr_db = -inf (infinite noise) is not allowed")
     else:
-        raise ValueError(f"snr_db must be a number or a tensor, got {type(snr_db).__name__}")
-    if torch.isnan(snr).any():
-        raise ValueError("snr_db contains NaN")
-    if (snr == -math.inf).any():
-        raise ValueError("snr_db = -inf (infinite noise) is not allowed")
+        snr = torch.full((batch,), check_snr_db(snr_db), dtype=torch.float64, device=device)
     return torch.pow(10.0, -snr / 10.0).to(dtype)
 
 

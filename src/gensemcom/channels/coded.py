@@ -46,7 +46,7 @@ from typing import Sequence, Union
 import numpy as np
 import torch
 
-from .analog import awgn, rayleigh_fading, snr_db_to_noise_var
+from .analog import awgn, check_snr_db, rayleigh_fading, snr_db_to_noise_var
 from .digital import CONSTELLATIONS, Constellation, demap_llr, map_bits
 
 __all__ = ["MCS", "MCS_PRESETS", "get_mcs", "LinkResult", "LDPCLink", "capacity_bits",
@@ -168,9 +168,7 @@ def get_mcs(mcs: str | MCS) -> MCS:
 # ------------------------------------------------------------------------------------------------
 
 def _snr_linear(snr_db: float) -> float:
-    snr_db = float(snr_db)
-    if math.isnan(snr_db) or snr_db == -math.inf:
-        raise ValueError(f"snr_db must be a number > -inf, got {snr_db!r}")
+    snr_db = check_snr_db(snr_db)
     return math.inf if snr_db == math.inf else 10.0 ** (snr_db / 10.0)
 
 
@@ -378,7 +376,8 @@ class LDPCLink:
         Args:
             payloads: B payloads, each bytes or a 1-D array / tensor of 0/1 bits (any lengths,
                 0 included: nothing is sent and it succeeds).
-            snr_db: Es/N0 in dB, one number for all payloads (``inf``: noiseless).
+            snr_db: Es/N0 in dB, one real number for all payloads (numpy scalars included; ``inf``:
+                noiseless; NaN and ``-inf`` are errors).
             generator: source of the gains and the noise.
             gains: on Rayleigh, B complex gains to use instead of drawing them (e.g. drawn earlier
                 by a transmitter that needed them); must be None on AWGN.
@@ -390,7 +389,7 @@ class LDPCLink:
             raise ValueError("payloads must be a sequence of payloads (one per image), e.g. a list")
         parsed = [_payload_bits(p) for p in payloads]
         batch = len(parsed)
-        no = float(snr_db_to_noise_var(float(snr_db), 1, dtype=torch.float64)[0])
+        no = float(snr_db_to_noise_var(check_snr_db(snr_db), 1, dtype=torch.float64)[0])
         # the channel runs where the generator lives (CPU by default); only decoding on self.device
         chan_dev = generator.device if generator is not None else torch.device("cpu")
         h = self._draw_gains(batch, generator, gains, chan_dev)

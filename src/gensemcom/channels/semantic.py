@@ -36,10 +36,12 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .analog import Channel, ChannelOutput, IdentityChannel, SnrLike, make_channel, snr_db_to_noise_var
+from .analog import (Channel, ChannelOutput, IdentityChannel, SnrLike, check_snr_db, make_channel,
+                     snr_db_to_noise_var)
 
 __all__ = [
     "GESCO_SNR_TABLE",
@@ -61,12 +63,17 @@ POOLS = ("fds", "median", "mean", "none")
 
 
 def gesco_noise_std(snr_db_key: int | float) -> float:
-    """Noise std for a key of :data:`GESCO_SNR_TABLE`; ValueError listing the keys otherwise."""
-    key = snr_db_key
-    if isinstance(key, float) and key.is_integer():
+    """Noise std for a key of :data:`GESCO_SNR_TABLE` (any real number equal to a key: ``10``,
+    ``10.0``, ``np.int64(10)``...); ValueError listing the keys otherwise."""
+    try:
+        key: int | float | None = check_snr_db(snr_db_key, "snr_db_key")
+        problem = ""
+    except ValueError as e:  # NaN, not a number...: still list what the table supports
+        key, problem = None, f" ({e})"
+    if key is not None and key.is_integer():
         key = int(key)
-    if isinstance(key, bool) or key not in GESCO_SNR_TABLE:
-        raise ValueError(f"unsupported GESCO SNR key {snr_db_key!r}; the legacy table supports only "
+    if key is None or key not in GESCO_SNR_TABLE:
+        raise ValueError(f"unsupported GESCO SNR key {snr_db_key!r}{problem}; the legacy table supports only "
                          f"{sorted(GESCO_SNR_TABLE)} (nominal dB labels of noise std "
                          f"{[GESCO_SNR_TABLE[k] for k in sorted(GESCO_SNR_TABLE)]}); for other values "
                          "use SemanticMapChannel with a physical SNR")
@@ -254,7 +261,7 @@ class SemanticMapChannel(_SemanticBase):
         has_edges: whether the last channel of ``y`` is the instance-edge map.
         **channel_kwargs: passed to :func:`.analog.make_channel` when ``channel`` is a kind.
 
-    Call: ``channel(y (B, C, H, W), snr_db (number or (B,) tensor), generator=None)
+    Call: ``channel(y (B, C, H, W), snr_db (real number or (B,) tensor / array), generator=None)
     -> SemanticChannelOutput``.
     """
 
@@ -273,13 +280,15 @@ class SemanticMapChannel(_SemanticBase):
                  ) -> SemanticChannelOutput:
         mask = transmitted_channels(y, self.has_edges)
         b, c, h, w = y.shape
+        noise_var = snr_db_to_noise_var(snr_db, b, device=y.device)  # validates snr_db first
+        if isinstance(snr_db, np.ndarray) and snr_db.ndim > 0:
+            snr_db = torch.from_numpy(np.asarray(snr_db, dtype=np.float64))
         if isinstance(snr_db, torch.Tensor) and snr_db.ndim > 0:
             if snr_db.shape != (b,):
                 raise ValueError(f"snr_db tensor must be a scalar or have shape ({b},), got {tuple(snr_db.shape)}")
             snrs: list[SnrLike] = [snr_db[i] for i in range(b)]
         else:
-            snrs = [snr_db] * b
-        noise_var = snr_db_to_noise_var(snr_db, b, device=y.device)
+            snrs = [check_snr_db(snr_db)] * b
         noisy = torch.zeros_like(y)
         outputs: list[ChannelOutput | None] = []
         for i in range(b):
