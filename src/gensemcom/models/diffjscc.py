@@ -43,13 +43,14 @@ from torch import nn
 
 from ..diffusion.gaussian import DiffusionConfig, GaussianDiffusion
 from ..diffusion.schedules import named_betas
-from .semantic_unet import AttentionBlock, GroupNorm32, SemanticUNetConfig
+from .semantic_unet import AttentionBlock, GroupNorm32, SemanticUNet, SemanticUNetConfig
 
 __all__ = [
     "ENCODER_KINDS", "channel_mult_for", "unet_config_from_yaml", "diffusion_config_from_yaml",
     "build_diffusion", "EncoderConfig", "CDMEncoder", "HalfUNetEncoder", "JSCCEncoder", "AEEncoder",
     "build_encoder", "VDiffusionUNet", "PrototypeAutoencoder", "proto_log_snr", "proto_alpha_sigma",
-    "proto_loss", "proto_sample", "num_parameters",
+    "proto_loss", "proto_sample", "num_parameters", "DiffJSCCConfig", "DiffJSCC", "normalize_latent",
+    "snr_feature", "COMPAT_MODES",
 ]
 
 ENCODER_KINDS = ("cdm", "unet", "jscc", "ae")
@@ -599,3 +600,354 @@ def proto_sample(model: VDiffusionUNet, x: torch.Tensor, steps: int, classes: to
                 x = x + torch.randn(x.shape, generator=generator, device=x.device) * ddim_sigma
     return pred
 
+
+
+# ------------------------------------------------------------------------------------------------
+# The communication system's model: encoder + channel + latent-conditioned diffusion receiver
+# ------------------------------------------------------------------------------------------------
+
+COMPAT_MODES = ("none", "diffjscc")
+CLASS_LABEL_MODES = ("sent", "none")
+TRAIN_CHANNELS = ("awgn", "rayleigh", "none")
+
+
+@dataclass
+class DiffJSCCConfig:
+    """Everything that defines a Diff-JSCC model (saved as ``config.json`` beside the weights).
+
+    Attributes:
+        unet: the receiver (:class:`SemanticUNetConfig`, ``label_channels=0``); its
+            ``vector_dim`` must be the encoder's output size (plus 1 with ``snr_input``) and its
+            ``num_classes`` 0 exactly when ``class_label="none"``.
+        encoder: the transmitter's encoder.
+        diffusion: the training process (Diff-JSCC: cosine, T = 4000, learned range,
+            ``rescaled_hybrid``, timesteps rescaled).
+        compat: ``"none"`` (default): the latent is power-normalised per image to mean
+            ``|s|^2 = 1`` per complex symbol and crosses the channel, in training too;
+            ``"diffjscc"``: the published code's behaviour: the raw latent reaches the receiver
+            unchanged (no normalisation, no channel, in training and at test).
+        class_label: ``"sent"``: the class label conditions the receiver and is counted as
+            ``ceil(log2(num_classes))`` bits per image, assumed delivered error-free (a control
+            channel); ``"none"``: no class input.
+        snr_input: append the channel SNR (``clamp(snr_db, -20, 40) / 20``) to the received latent
+            (the receiver knows its SNR; makes one model SNR-adaptive).
+        train_channel: channel used during training (``"awgn"``, ``"rayleigh"``, or ``"none"``:
+            normalised but noiseless).
+        train_snr_db: (low, high): each training image draws its SNR uniformly in this range
+            (equal ends: one SNR).
+        sample_steps: DDIM steps of the decoder (Diff-JSCC: 20).
+        sample_process: ``"fresh"``: a new cosine process with ``sample_steps`` steps, as
+            ``evaluate.py`` builds it; ``"respaced"``: ``sample_steps`` steps respaced from the
+            training process (the principled choice: the network was trained on that grid).
+        inversion_steps: steps of the oracle DDIM inversion (Diff-JSCC: 250, a fresh process).
+    """
+
+    unet: SemanticUNetConfig
+    encoder: EncoderConfig
+    diffusion: DiffusionConfig = dataclasses.field(default_factory=lambda: DiffusionConfig(
+        steps=4000, schedule="cosine", variance="learned_range", loss="rescaled_hybrid", rescale_timesteps=True))
+    compat: str = "none"
+    class_label: str = "sent"
+    snr_input: bool = False
+    train_channel: str = "awgn"
+    train_snr_db: tuple[float, float] = (0.0, 20.0)
+    sample_steps: int = 20
+    sample_process: str = "fresh"
+    inversion_steps: int = 250
+
+    def __post_init__(self) -> None:
+        if isinstance(self.unet, Mapping):
+            self.unet = SemanticUNetConfig.from_dict(dict(self.unet))
+        if isinstance(self.encoder, Mapping):
+            self.encoder = EncoderConfig.from_dict(self.encoder)
+        if isinstance(self.diffusion, Mapping):
+            self.diffusion = DiffusionConfig(**self.diffusion)
+        self.train_snr_db = tuple(float(v) for v in self.train_snr_db)
+        problems = []
+        for name, value, allowed in (("compat", self.compat, COMPAT_MODES),
+                                     ("class_label", self.class_label, CLASS_LABEL_MODES),
+                                     ("train_channel", self.train_channel, TRAIN_CHANNELS),
+                                     ("sample_process", self.sample_process, ("fresh", "respaced"))):
+            if value not in allowed:
+                problems.append(f"{name} must be one of {allowed}, got {value!r}")
+        if self.unet.label_channels:
+            problems.append("the receiver takes no semantic map: unet.label_channels must be 0")
+        want = self.encoder.output_dim + (1 if self.snr_input else 0)
+        if self.unet.vector_dim != want:
+            problems.append(f"unet.vector_dim is {self.unet.vector_dim} but the encoder emits "
+                            f"{self.encoder.output_dim} values" + (" (+1 SNR input)" if self.snr_input else "")
+                            + f": set vector_dim={want}")
+        if (self.class_label == "none") != (self.unet.num_classes == 0):
+            problems.append(f"class_label={self.class_label!r} needs unet.num_classes "
+                            f"{'= 0' if self.class_label == 'none' else '> 0'}, got {self.unet.num_classes}")
+        if self.compat == "diffjscc" and self.snr_input:
+            problems.append("compat='diffjscc' has no channel, so snr_input must be False")
+        lo, hi = (self.train_snr_db + (math.nan, math.nan))[:2]
+        if len(self.train_snr_db) != 2 or not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
+            problems.append(f"train_snr_db must be (low, high) finite with low <= high, got {self.train_snr_db}")
+        if self.sample_steps < 1 or self.inversion_steps < 1:
+            problems.append("sample_steps and inversion_steps must be >= 1")
+        if self.unet.in_channels != self.encoder.in_channels:
+            problems.append("the encoder and the receiver disagree on image channels")
+        if problems:
+            raise ValueError("invalid DiffJSCCConfig: " + "; ".join(problems))
+
+    @property
+    def image_size(self) -> int:
+        return self.encoder.image_size
+
+    @property
+    def latent_dim(self) -> int:
+        """Real values sent per image (``k``)."""
+        return self.encoder.output_dim
+
+    @property
+    def channel_uses(self) -> int:
+        """Complex channel uses per image, ``ceil(k / 2)``."""
+        return (self.latent_dim + 1) // 2
+
+    @property
+    def label_bits(self) -> int:
+        """Bits per image for the class label (0 when it is not sent)."""
+        n = self.unet.num_classes
+        return 0 if self.class_label == "none" or n <= 1 else math.ceil(math.log2(n))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"unet": self.unet.to_dict(), "encoder": self.encoder.to_dict(), "diffusion": self.diffusion.to_dict(),
+                "compat": self.compat, "class_label": self.class_label, "snr_input": self.snr_input,
+                "train_channel": self.train_channel, "train_snr_db": list(self.train_snr_db),
+                "sample_steps": self.sample_steps, "sample_process": self.sample_process,
+                "inversion_steps": self.inversion_steps}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "DiffJSCCConfig":
+        unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown DiffJSCCConfig fields: {unknown}")
+        return cls(**d)
+
+    @classmethod
+    def from_yaml(cls, cfg: Mapping[str, Any], **overrides: Any) -> "DiffJSCCConfig":
+        """A config from the seed repository's yaml keys (``configs/cifar10.yaml``).
+
+        The published behaviour is ``compat="diffjscc"``; pass ``compat="none"`` (and
+        ``train_channel`` / ``train_snr_db`` / ``snr_input``) for the system with a real channel.
+        ``encoder_type`` picks the encoder; ``latent_dim`` must equal its output size.
+        """
+        known = {f.name for f in dataclasses.fields(cls)} - {"unet", "encoder", "diffusion"}
+        bad = sorted(set(overrides) - known)
+        if bad:
+            raise ValueError(f"unknown DiffJSCCConfig overrides: {bad}")
+        if not cfg.get("use_latent", True):
+            raise ValueError("use_latent is False: that yaml trains an unconditional model, not Diff-JSCC")
+        encoder = EncoderConfig.from_yaml(cfg)
+        snr_input = bool(overrides.get("snr_input", False))
+        unet = unet_config_from_yaml(cfg)
+        if unet.vector_dim != encoder.output_dim:
+            raise ValueError(f"latent_dim {unet.vector_dim} in the yaml differs from what the "
+                             f"{encoder.kind!r} encoder emits ({encoder.output_dim})")
+        if snr_input:
+            unet = dataclasses.replace(unet, vector_dim=unet.vector_dim + 1)
+        class_label = "sent" if unet.num_classes else "none"
+        args: dict[str, Any] = {"compat": "diffjscc", "class_label": class_label}
+        args.update(overrides)
+        return cls(unet=unet, encoder=encoder, diffusion=diffusion_config_from_yaml(cfg), **args)
+
+
+def snr_feature(snr_db: torch.Tensor) -> torch.Tensor:
+    """The SNR as a network input: ``clamp(snr_db, -20, 40) / 20`` (B,) -> (B, 1); inf -> 2."""
+    return snr_db.to(torch.float32).clamp(-20.0, 40.0)[:, None] / 20.0
+
+
+class DiffJSCC(nn.Module):
+    """Encoder + channel + latent-conditioned diffusion receiver (see :class:`DiffJSCCConfig`).
+
+    ::
+
+        images (B, 3, S, S) in [-1, 1] --encoder--> z (B, k)
+          --[compat "none"] normalise: z * sqrt(k/2) / ||z||  (mean |s|^2 = 1 per complex symbol)
+          --channel (AWGN / Rayleigh, ceil(k/2) complex uses, Es/N0 = snr_db)--> z_hat (B, k)
+          --receiver: U-Net(x_t, t, class_labels, vector = z_hat [, snr feature])
+          --DDIM (sample_steps) from Gaussian noise--> images (B, 3, S, S) in [-1, 1]
+
+    Submodules ``encoder`` and ``unet`` (state-dict prefixes ``encoder.`` and ``unet.``).
+    """
+
+    def __init__(self, config: DiffJSCCConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = config.encoder.build()
+        self.unet = SemanticUNet(config.unet)
+        self._processes: dict[tuple[str, int], GaussianDiffusion] = {}
+
+    # ------------------------------------------------------------------ processes
+    @property
+    def diffusion(self) -> GaussianDiffusion:
+        """The training process."""
+        return self._process("train", self.config.diffusion.steps)
+
+    def _process(self, kind: str, steps: int) -> GaussianDiffusion:
+        key = (kind, steps)
+        if key not in self._processes:
+            base = self.config.diffusion
+            if kind == "train":
+                cfg = base
+            elif kind == "fresh":
+                cfg = dataclasses.replace(base, steps=steps, respacing="")
+            else:
+                cfg = dataclasses.replace(base, respacing=str(steps))
+            self._processes[key] = build_diffusion(cfg)
+        return self._processes[key]
+
+    def sampling_process(self, steps: int | None = None, process: str | None = None) -> GaussianDiffusion:
+        """The decoder's process: ``steps`` (default ``sample_steps``), ``"fresh"`` or ``"respaced"``."""
+        process = process or self.config.sample_process
+        if process not in ("fresh", "respaced"):
+            raise ValueError(f"process must be 'fresh' or 'respaced', got {process!r}")
+        return self._process(process, int(steps or self.config.sample_steps))
+
+    # ------------------------------------------------------------------ transmitter
+    def check_images(self, images: torch.Tensor) -> None:
+        s = self.config.image_size
+        c = self.config.encoder.in_channels
+        if images.ndim != 4 or images.shape[1] != c:
+            raise ValueError(f"images must be (B, {c}, {s}, {s}), got {tuple(images.shape)}")
+        if tuple(images.shape[2:]) != (s, s):
+            raise ValueError(f"this Diff-JSCC model is built for {s}x{s} images (its latent size depends on it), "
+                             f"got {tuple(images.shape[2:])}; resize or pad the images first")
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) in [-1, 1] -> the channel input (B, k): the latent, power-normalised
+        per image to ``sqrt(k/2) z / ||z||`` unless ``compat="diffjscc"``."""
+        self.check_images(images)
+        z = self.encoder(images)
+        if self.config.compat == "diffjscc":
+            return z
+        return normalize_latent(z)
+
+    def send(self, z: torch.Tensor, channel: str, snr_db: float | torch.Tensor,
+             generator: torch.Generator | None = None) -> torch.Tensor:
+        """The channel input (B, k) -> what arrives (B, k). ``channel`` is ``"awgn"``,
+        ``"rayleigh"`` (one gain per image, perfect CSI, MMSE) or ``"none"``; ``snr_db`` a number
+        or (B,). With ``compat="diffjscc"`` the latent arrives unchanged (the published code)."""
+        if self.config.compat == "diffjscc":
+            return z
+        from ..channels.analog import make_channel
+
+        # the channel draws where the generator lives, so one CPU generator gives the same
+        # draws whatever the model's device
+        where = generator.device if generator is not None else z.device
+        if isinstance(snr_db, torch.Tensor):
+            snr_db = snr_db.to(where)
+        return make_channel(channel)(z.to(where), snr_db, generator=generator).received.to(z.device)
+
+    def model_kwargs(self, z_hat: torch.Tensor, class_labels: torch.Tensor | None,
+                     snr_db: float | torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The receiver's inputs: ``vector`` (B, vector_dim) and ``class_labels`` (B,) when used."""
+        b = z_hat.shape[0]
+        if z_hat.ndim != 2 or z_hat.shape[1] != self.config.latent_dim:
+            raise ValueError(f"the received latent must be (B, {self.config.latent_dim}), got {tuple(z_hat.shape)}")
+        vector = z_hat
+        if self.config.snr_input:
+            if snr_db is None:
+                raise ValueError("this model takes the channel SNR as an input (snr_input=True): pass snr_db")
+            snr = torch.as_tensor(snr_db, dtype=torch.float32, device=z_hat.device)
+            snr = snr.expand(b) if snr.ndim == 0 else snr
+            if torch.isnan(snr).any():
+                raise ValueError("snr_db contains NaN")
+            vector = torch.cat([z_hat, snr_feature(snr).to(z_hat.dtype)], dim=1)
+        kwargs = {"vector": vector}
+        if self.config.class_label == "sent":
+            if class_labels is None:
+                raise ValueError("this model uses the class label (class_label='sent'): pass class_labels (B,)")
+            kwargs["class_labels"] = torch.as_tensor(class_labels, device=z_hat.device)
+        return kwargs
+
+    # ------------------------------------------------------------------ training
+    def training_losses(self, images: torch.Tensor, class_labels: torch.Tensor | None, *,
+                        t: torch.Tensor | None = None, noise: torch.Tensor | None = None,
+                        snr_db: torch.Tensor | float | None = None,
+                        generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Per-image loss terms ``{"loss", "mse", "vb"}`` (B,), end to end into the encoder.
+
+        The encoder runs in the module's mode (train mode in training, as the reference); the
+        latent crosses ``train_channel`` at an SNR drawn per image from ``train_snr_db`` (or
+        ``snr_db``); ``t`` is drawn uniformly from the training process when not given.
+        """
+        self.check_images(images)
+        b = images.shape[0]
+        d = self.diffusion
+        dev = generator.device if generator is not None else images.device
+        if t is None:
+            t = torch.randint(0, d.num_timesteps, (b,), generator=generator, device=dev).to(images.device)
+        if noise is None:
+            noise = torch.randn(images.shape, generator=generator, device=dev).to(images.device)
+        z = self.encode(images)
+        snr = None
+        if self.config.compat != "diffjscc":
+            if snr_db is None:
+                lo, hi = self.config.train_snr_db
+                snr = lo + (hi - lo) * torch.rand(b, generator=generator, device=dev).to(images.device)
+            else:
+                snr = torch.as_tensor(snr_db, dtype=torch.float32, device=images.device)
+                snr = snr.expand(b) if snr.ndim == 0 else snr
+            kind = self.config.train_channel
+            z = self.send(z, kind, snr if kind != "none" else math.inf, generator=generator)
+        return d.training_losses(self.unet, images, t, None, noise=noise,
+                                 model_kwargs=self.model_kwargs(z, class_labels, snr), return_terms=True)
+
+    # ------------------------------------------------------------------ receiver
+    def decode(self, z_hat: torch.Tensor, class_labels: torch.Tensor | None = None,
+               snr_db: float | torch.Tensor | None = None, *, noise: torch.Tensor | None = None,
+               generator: torch.Generator | None = None, steps: int | None = None,
+               process: str | None = None, method: str = "ddim", progress: bool = False) -> torch.Tensor:
+        """The received latent -> images (B, 3, S, S) in [-1, 1], sampled from Gaussian noise
+        (``noise`` = x_T, drawn from ``generator`` when None) with DDIM (x0 clipped)."""
+        s = self.config.image_size
+        kwargs = self.model_kwargs(z_hat, class_labels, snr_db)
+        shape = (z_hat.shape[0], self.config.unet.in_channels, s, s)
+        return self.sampling_process(steps, process).sample(
+            self.unet, None, noise=noise, method=method, generator=generator, model_kwargs=kwargs,
+            shape=shape, progress=progress)
+
+    def oracle_decode(self, images: torch.Tensor, z_hat: torch.Tensor, class_labels: torch.Tensor | None = None,
+                      snr_db: float | torch.Tensor | None = None, *, steps: int | None = None,
+                      inversion_steps: int | None = None, process: str | None = None) -> torch.Tensor:
+        """ORACLE, not a communication result: DDIM-invert the *transmitted* image (which the
+        receiver does not have) with the received conditioning, then decode from that x_T.
+
+        This is Diff_JSCC's "start from X_T (deterministic noise)" row: x_T carries 3 S^2 real
+        values computed from the clean image, so it is an upper bound only."""
+        self.check_images(images)
+        kwargs = self.model_kwargs(z_hat, class_labels, snr_db)
+        inv = self.sampling_process(inversion_steps or self.config.inversion_steps, process)
+        x_T = inv.invert(self.unet, images, None, model_kwargs=kwargs)
+        return self.sampling_process(steps, process).sample(
+            self.unet, None, noise=x_T, method="ddim", model_kwargs=kwargs, shape=tuple(images.shape))
+
+    # ------------------------------------------------------------------ I/O
+    def save_pretrained(self, directory: Any, extra: dict[str, Any] | None = None,
+                        dtype: torch.dtype | None = None) -> Any:
+        """``model.safetensors`` (keys ``encoder.*``, ``unet.*``) + ``config.json`` (kind ``diffjscc``)."""
+        from .io import save_module
+
+        return save_module(directory, self, self.config.to_dict(), "diffjscc", extra=extra, dtype=dtype)
+
+    @classmethod
+    def from_pretrained(cls, directory: Any, device: str | torch.device = "cpu") -> "DiffJSCC":
+        from .io import load_module
+
+        model, config = load_module(directory, lambda d: cls(DiffJSCCConfig.from_dict(d)), kind="diffjscc",
+                                    device=device)
+        model.saved_config = config
+        return model
+
+
+def normalize_latent(z: torch.Tensor) -> torch.Tensor:
+    """Per-image power normalisation (B, k) -> ``sqrt(k/2) z / ||z||``: paired into ``k/2``
+    complex symbols, each image then has mean ``|s|^2 = 1`` per symbol (an all-zero latent stays 0)."""
+    if z.ndim != 2:
+        raise ValueError(f"latent must be (B, k), got {tuple(z.shape)}")
+    norm = z.norm(dim=1, keepdim=True)
+    scale = math.sqrt(z.shape[1] / 2) / norm.clamp_min(torch.finfo(z.dtype).tiny)
+    return z * torch.where(norm > 0, scale, torch.zeros_like(scale))
