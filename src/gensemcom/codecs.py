@@ -34,9 +34,12 @@ Chroma: ``chroma=None`` is each codec's usual setting: 4:2:0 for ``jpeg``, ``web
 :func:`encode_to_budget` returns the best-quality file that fits a bit budget.
 
 Label maps (:func:`encode_labels` / :func:`decode_labels`) are coded losslessly: ``"png"`` (8-bit
-grey for ids 0..255, the ignore id 255 included; 16-bit grey for ids up to 65535) or ``"webp"``
-(lossless, ids 0..255 only). The files are self-delimiting (:func:`file_length`), so several can be
-sent back to back.
+grey for ids 0..255, the ignore id 255 included; 16-bit grey for ids up to 65535), ``"webp"``
+(lossless, ids 0..255 only) or ``"jpegxl"`` (JPEG XL's lossless modular mode, 8-bit grey, ids
+0..255, bare codestream; the successor of FLIF, which SPIC used and which no registry packages).
+PNG and WebP files are self-delimiting (:func:`file_length`), so several can be sent back to back;
+a bare JPEG XL codestream is not, so it travels as a payload of its own (hence ``LABEL_CODECS``,
+the back-to-back ones, and ``LOSSLESS_LABEL_CODECS``, all of them).
 
 Decoding a damaged file raises :class:`CodecError`, when the decoder notices; a file with flipped
 bits in its entropy-coded data may also decode silently to a wrong image.
@@ -55,6 +58,7 @@ from PIL import Image
 __all__ = [
     "IMAGE_CODECS",
     "LABEL_CODECS",
+    "LOSSLESS_LABEL_CODECS",
     "QUALITY_RANGE",
     "CodecError",
     "encode_image",
@@ -67,6 +71,8 @@ __all__ = [
 
 IMAGE_CODECS = ("jpeg", "webp", "jpeg2000", "jpegxl", "hevc")
 LABEL_CODECS = ("png", "webp")
+#: every lossless label codec; ``jpegxl`` files are not self-delimiting (see the module docstring)
+LOSSLESS_LABEL_CODECS = LABEL_CODECS + ("jpegxl",)
 
 #: inclusive (lowest, highest) ``quality`` per codec; a larger quality gives a larger file
 QUALITY_RANGE: dict[str, tuple[int, int]] = {
@@ -321,14 +327,14 @@ def encode_labels(labels: np.ndarray, codec: str = "png") -> bytes:
 
     Args:
         labels: (H, W) integer ids >= 0 (numpy, or anything ``np.asarray`` takes, e.g. a tensor).
-        codec: ``"png"`` (8-bit grey when every id is <= 255, else 16-bit grey, ids <= 65535) or
-            ``"webp"`` (lossless; ids <= 255 only).
+        codec: ``"png"`` (8-bit grey when every id is <= 255, else 16-bit grey, ids <= 65535),
+            ``"webp"`` (lossless; ids <= 255 only) or ``"jpegxl"`` (lossless; ids <= 255 only).
 
     Returns:
         The file's bytes; :func:`decode_labels` gives ``labels`` back exactly.
     """
-    if codec not in LABEL_CODECS:
-        raise ValueError(f"unknown label codec {codec!r}; expected one of {LABEL_CODECS}")
+    if codec not in LOSSLESS_LABEL_CODECS:
+        raise ValueError(f"unknown label codec {codec!r}; expected one of {LOSSLESS_LABEL_CODECS}")
     arr = np.asarray(labels)
     if arr.ndim != 2 or arr.shape[0] < 1 or arr.shape[1] < 1:
         raise ValueError(f"labels must be a non-empty (H, W) map, got shape {arr.shape}")
@@ -342,11 +348,17 @@ def encode_labels(labels: np.ndarray, codec: str = "png") -> bytes:
         im = Image.fromarray(arr.astype(np.uint8))
         if codec == "png":
             im.save(buf, "PNG", optimize=True)
+        elif codec == "jpegxl":
+            h, w = arr.shape
+            enc = _jxl().Encoder(mode="L", lossless=True, quality=100, decoding_speed=0, effort=7,
+                                 use_container=False, use_original_profile=True, num_threads=1)
+            return enc(np.ascontiguousarray(arr, dtype=np.uint8).tobytes(), w, h, jpeg_encode=False, exif=None,
+                       jumb=None, xmp=None, compress=False)
         else:
             im.save(buf, "WEBP", lossless=True, quality=100, method=6, exact=True)
         return buf.getvalue()
-    if codec == "webp":
-        raise ValueError(f"webp codes ids up to 255 only, got {hi}; use codec='png' (16-bit)")
+    if codec in ("webp", "jpegxl"):
+        raise ValueError(f"{codec} codes ids up to 255 only, got {hi}; use codec='png' (16-bit)")
     if hi > 65535:
         raise ValueError(f"png codes ids up to 65535, got {hi}")
     Image.fromarray(arr.astype("<u2")).save(buf, "PNG", optimize=True)
@@ -354,7 +366,8 @@ def encode_labels(labels: np.ndarray, codec: str = "png") -> bytes:
 
 
 def decode_labels(data: bytes) -> np.ndarray:
-    """Decode a file made by :func:`encode_labels` (PNG or WebP, recognised by its signature).
+    """Decode a file made by :func:`encode_labels` (PNG, WebP or a JPEG XL codestream, recognised
+    by its signature).
 
     Returns:
         int64 (H, W).
@@ -367,8 +380,18 @@ def decode_labels(data: bytes) -> np.ndarray:
         fmt = "PNG"
     elif data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         fmt = "WEBP"
+    elif data[:2] == b"\xff\x0a":
+        try:
+            _, info, raw, *_ = _jxl().Decoder(num_threads=1)(data)
+        except ImportError:
+            raise
+        except Exception as e:
+            raise CodecError(f"cannot decode {len(data)} bytes as a JPEG XL label map: {e}") from e
+        if info.mode != "L":
+            raise CodecError(f"expected a grey JPEG XL label map, got mode {info.mode!r}")
+        return np.frombuffer(raw, np.uint8).reshape(info.height, info.width).astype(np.int64)
     else:
-        raise CodecError("label data is neither PNG nor WebP")
+        raise CodecError("label data is neither PNG, WebP nor a JPEG XL codestream")
     try:
         with Image.open(io.BytesIO(data), formats=[fmt]) as im:
             im.load()

@@ -17,19 +17,52 @@ independently sorted file lists by position, which silently mis-pairs when one f
 
 Geometry as the reference for train and test: short side -> ``size`` keeping the aspect ratio
 (2048x1024 -> 512x256 for ``size=256``), no crop; flip p=0.5 when training.
+
+:class:`CityscapesTrainIds` gives the 19 evaluation classes (trainIds 0..18, every other labelId
+-> 255 = ignore), as SPIC (Pezone et al., arXiv 2310.15737) reads ``*_gtFine_labelTrainIds.png``;
+the mapping (:data:`LABEL_TO_TRAIN_ID`, :func:`to_train_ids`) is cityscapesScripts' ``labels.py``,
+which is how those files are made, so the raw labelIds are read and mapped here.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .common import PairedSegmentationDataset, keyed, list_files, pair_samples, split_default
 
-__all__ = ["Cityscapes", "CITYSCAPES_NUM_CLASSES"]
+__all__ = ["Cityscapes", "CITYSCAPES_NUM_CLASSES", "CityscapesTrainIds", "CITYSCAPES_TRAIN_CLASSES",
+           "LABEL_TO_TRAIN_ID", "TRAIN_ID_IGNORE", "to_train_ids"]
 
 CITYSCAPES_NUM_CLASSES = 35
+
+#: the 19 evaluation classes (trainIds 0..18)
+CITYSCAPES_TRAIN_CLASSES = 19
+#: the trainId of every pixel that is not one of the 19 classes
+TRAIN_ID_IGNORE = 255
+#: labelId -> trainId for labelIds 0..33 (cityscapesScripts ``labels.py``; licence plate, id -1,
+#: never occurs in gtFine labelIds files); 255 = ignore
+LABEL_TO_TRAIN_ID: tuple[int, ...] = (
+    255, 255, 255, 255, 255, 255, 255, 0, 1, 255, 255, 2, 3, 4, 255, 255, 255, 5, 255, 6, 7, 8, 9, 10,
+    11, 12, 13, 14, 15, 255, 255, 16, 17, 18,
+)
+
+
+def to_train_ids(label_ids: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+    """Cityscapes labelIds (0..33; 34 and above, e.g. the reserved 34, count as ignore) -> trainIds
+    0..18 with 255 for ignore; same type and shape as the input (int64)."""
+    table = np.array(LABEL_TO_TRAIN_ID + (255,) * (256 - len(LABEL_TO_TRAIN_ID)), dtype=np.int64)
+    if isinstance(label_ids, torch.Tensor):
+        ids = label_ids.long()
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) > 255):
+            raise ValueError(f"Cityscapes labelIds lie in [0, 255], got [{int(ids.min())}, {int(ids.max())}]")
+        return torch.from_numpy(table).to(ids.device)[ids]
+    ids = np.asarray(label_ids).astype(np.int64)
+    if ids.size and (ids.min() < 0 or ids.max() > 255):
+        raise ValueError(f"Cityscapes labelIds lie in [0, 255], got [{ids.min()}, {ids.max()}]")
+    return table[ids]
 
 _IMAGE_SUFFIX = "_leftImg8bit.png"
 _LABEL_SUFFIX = "_gtFine_labelIds.png"
@@ -76,3 +109,23 @@ class Cityscapes(PairedSegmentationDataset):
                          random_flip=train if random_flip is None else random_flip, seed=seed,
                          generator=generator, instance_mode=instance_mode)
         self.root, self.split, self.train = root, split, train
+
+
+class CityscapesTrainIds(Cityscapes):
+    """Cityscapes with the 19 trainIds (ignore = 255), as SPIC trains and evaluates.
+
+    Same files and arguments as :class:`Cityscapes` (``instances`` default False: SPIC runs with
+    ``--no_instance True``); labels are the raw labelIds mapped by :func:`to_train_ids`.
+
+    Items: ``image`` (3, H, W) in [-1, 1], ``label`` (H, W) int64 in [0, 18] or 255, ``path``.
+    """
+
+    num_classes = CITYSCAPES_TRAIN_CLASSES
+
+    def __init__(self, root: str | Path, split: str = "train", *, instances: bool = False, **kwargs) -> None:
+        super().__init__(root, split, instances=instances, **kwargs)
+        self.num_classes = CITYSCAPES_TRAIN_CLASSES
+        self.ignore_index = TRAIN_ID_IGNORE
+
+    def transform_label(self, label: np.ndarray) -> np.ndarray:
+        return to_train_ids(label)
