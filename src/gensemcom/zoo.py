@@ -33,9 +33,13 @@ def bundled_path(name: str) -> Path:
 
 
 def load_gesco(folder: str | Path | None = None, steps: int = 20, guidance_scale: float | None = None,
-               device: str = "cpu"):
+               device: str = "cpu", sampler: str = "ddim"):
     """A :class:`gensemcom.systems.GESCO` from a saved model folder (default: the bundled one),
-    sampling with DDIM ``steps``; ``guidance_scale`` defaults to the one saved with the model (or 2)."""
+    sampling with ``sampler`` (a name of :data:`gensemcom.diffusion.SAMPLERS`) over ``steps``
+    evenly spaced timesteps; ``guidance_scale`` defaults to the one saved with the model (or 2)."""
+    from .diffusion.samplers import make_sampler
+
+    make_sampler(sampler)  # an unknown name fails here, before the model is read
     from .diffusion import DiffusionConfig, GaussianDiffusion
     from .models.io import load_pretrained
     from .systems.gesco import GESCO
@@ -49,4 +53,4 @@ def load_gesco(folder: str | Path | None = None, steps: int = 20, guidance_scale
     num_classes = int(config.get("num_classes", model.config.label_channels - 1))
     diffusion = GaussianDiffusion.from_config(DiffusionConfig(**dict(config["diffusion"], respacing=f"ddim{steps}")))
     s = guidance_scale if guidance_scale is not None else float(config.get("guidance_scale", 2.0))
-    return GESCO(model.eval(), diffusion, num_classes, guidance_scale=s)
+    return GESCO(model.eval(), diffusion, num_classes, guidance_scale=s, method=sampler)

@@ -83,7 +83,8 @@ class GESCO:
         channel, pool, k_factor: see the module docstring; ``pool`` is the receiver's
             denoising (``"fds"``, ``"median"``, ``"mean"``, ``"none"``).
         guidance_scale: classifier-free guidance (2 for Cityscapes, 2.5 for COCO/ADE20K).
-        method, eta, clip_denoised: the sampler.
+        method, eta, clip_denoised: the sampler: a name of :data:`gensemcom.diffusion.SAMPLERS`
+            (``"ddim"``, ``"ddpm"``, ``"dpm++2m"``, ``"unipc"``, ...) or a Sampler object.
         instance_mode: ``"exact"`` or ``"reference_8bit"`` (the reference's 8-bit instance ids).
         autocast: network dtype on GPU (``torch.float16``/``bfloat16``), or None.
     """
@@ -201,7 +202,8 @@ class GESCOSystem(System):
         cfg: dict[str, Any] = {"system": self.name, "edges": self.has_edges, "pool": self.pool}
         if self.gesco is not None:
             g = self.gesco
-            cfg.update(guidance_scale=g.guidance_scale, method=g.method, eta=g.eta,
+            cfg.update(guidance_scale=g.guidance_scale, eta=g.eta,
+                       method=g.method if isinstance(g.method, str) else g.method.config(),
                        num_classes=g.num_classes, steps=len(g.diffusion.timesteps), clip_denoised=g.clip_denoised,
                        model=g.model.config.to_dict())
         if self._digital is not None:
@@ -267,7 +269,8 @@ _GESCO_COST = "(present classes + 1) x H x W / 2 complex uses per image (about 6
                  cost=_GESCO_COST)
 def _gesco(arg: str | None, o: SystemOptions) -> System:
     from ..zoo import load_gesco
-    return GESCOSystem(load_gesco(arg, steps=o.steps, guidance_scale=o.guidance_scale, device=o.device))
+    return GESCOSystem(load_gesco(arg, steps=o.steps, guidance_scale=o.guidance_scale, device=o.device,
+                                  sampler=o.sampler))
 
 
 @register_system("gesco-map", sends=_GESCO_SENDS, receiver="FDS denoising only (the map GESCO conditions on)",
@@ -285,5 +288,5 @@ def _gesco_map(arg: str | None, o: SystemOptions) -> System:
                  cost="as many channel uses as the two files need")
 def _gesco_digital(arg: str | None, o: SystemOptions) -> System:
     from ..zoo import load_gesco
-    g = load_gesco(None, steps=o.steps, guidance_scale=o.guidance_scale, device=o.device)
+    g = load_gesco(None, steps=o.steps, guidance_scale=o.guidance_scale, device=o.device, sampler=o.sampler)
     return GESCOSystem(g, link="ldpc", mcs=arg or o.mcs)

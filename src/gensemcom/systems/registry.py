@@ -30,7 +30,9 @@ class SystemOptions:
     """Settings shared by the systems a command builds.
 
     Attributes:
-        steps: sampling steps of diffusion receivers.
+        steps: sampling steps (network calls per guided pair) of diffusion receivers.
+        sampler: the sampler of diffusion receivers: ``"ddim"``, ``"ddpm"``, ``"dpm++2m"``,
+            ``"dpm++3m"``, ``"dpm++2m-sde"``, ``"unipc"``, ... (:data:`gensemcom.diffusion.SAMPLERS`).
         guidance_scale: classifier-free guidance (None: the model's own).
         bandwidth: complex channel uses per pixel allowed to the separate-coding baselines.
         mcs: default modulation and coding scheme of the LDPC links.
@@ -38,6 +40,7 @@ class SystemOptions:
     """
 
     steps: int = 20
+    sampler: str = "ddim"
     guidance_scale: float | None = None
     bandwidth: float = 0.5
     mcs: str = "16qam-1/2"
