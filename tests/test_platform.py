@@ -93,7 +93,7 @@ def test_snr_accepts_any_real_number(value, expected):
 
 @pytest.mark.parametrize("value", [math.nan, -math.inf, "ten", None, True, np.float64("nan")])
 def test_snr_rejects_what_is_not_one(value):
-    with pytest.raises(ValueError, match="snr_db must be a real number"):
+    with pytest.raises(ValueError, match="snr_db (must be a real number|is NaN|= -inf)"):
         check_snr(value)
 
 

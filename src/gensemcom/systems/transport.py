@@ -1,7 +1,8 @@
 """What every system shares between its transmitter and its receiver, written once.
 
 - :func:`check_snr`: an SNR argument (any real number, numpy scalars included) as a float, or a
-  ValueError naming it (NaN, ``-inf``, not a number).
+  ValueError naming it (NaN, ``-inf``, not a number); it is
+  :func:`gensemcom.channels.check_snr_db`, the one check every channel uses.
 - :func:`draw_gains`: the per-image block-fading gain of the digital links, one CN(0, 1) draw per
   image on Rayleigh (perfect CSI at the receiver), None on AWGN; drawn from the run's generator
   *before* anything else, so every link sees the same gains for the same seed.
@@ -18,29 +19,15 @@ import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 
+from ..channels.analog import check_snr_db as check_snr
 from ..channels.analog import rayleigh_fading
 from ..channels.coded import LDPCLink, capacity_bits, capacity_uses, get_mcs
 
 __all__ = ["LINKS", "check_snr", "draw_gains", "gain_of", "gain_powers", "uses_allowed", "Delivery", "PayloadLink"]
 
 LINKS = ("ldpc", "capacity")
-
-
-def check_snr(snr_db: Any) -> float:
-    """``snr_db`` as a float: any real number (int, float, numpy or 0-d tensor scalar) or ``inf``;
-    ValueError for NaN, ``-inf`` and anything that is not a real number."""
-    if isinstance(snr_db, (bool, np.bool_)):
-        raise ValueError(f"snr_db must be a real number, got {snr_db!r}")
-    try:
-        snr = float(snr_db)
-    except (TypeError, ValueError, RuntimeError):
-        raise ValueError(f"snr_db must be a real number, got {snr_db!r}") from None
-    if math.isnan(snr) or snr == -math.inf:
-        raise ValueError(f"snr_db must be a real number > -inf (Es/N0 in dB; inf is noiseless), got {snr_db!r}")
-    return snr
 
 
 def draw_gains(channel: str, batch: int, generator: torch.Generator | None) -> torch.Tensor | None:
