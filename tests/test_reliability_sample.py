@@ -254,12 +254,22 @@ def test_invalid_json_names_the_file(files, tmp_path, capsys):
     assert str(out / "settings.json") in line and "--fresh" in line
 
 
-def test_corrupt_png_names_the_file(files, tmp_path, capsys):
-    data = folder_dataset(tmp_path / "d", ["x", "y"])
-    bad = data / "labels" / "y.png"
+def test_corrupt_png_names_the_file_before_anything_is_written(files, tmp_path, capsys):
+    data = folder_dataset(tmp_path / "d", ["w", "x", "y"])
+    bad = data / "labels" / "y.png"  # in the second batch
     bad.write_bytes(bad.read_bytes()[:60])  # truncated
-    assert main(folder(files, data, tmp_path / "o")) == 2
+    out = tmp_path / "o"
+    assert main(folder(files, data, out)) == 2
     assert str(bad) in one_line_error(capsys)
+    assert not out.exists()
+    # a label outside the model's classes, also found before the run starts
+    folder_dataset(data, ["y"])
+    Image.fromarray(np.full((32, 64), 40, np.uint8)).save(data / "labels" / "x.png")
+    assert main(folder(files, data, out)) == 2
+    assert "labels/x.png: label values 40" in one_line_error(capsys)
+    assert not out.exists()
+    folder_dataset(data, ["x"])
+    assert main(folder(files, data, out)) == 0  # the fixed data runs in the same folder
 
 
 def test_out_that_is_a_file(files, tmp_path, capsys):

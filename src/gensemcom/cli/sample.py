@@ -466,6 +466,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     with_edges = system.has_edges
     n = min(s["num"], len(dataset))
     names = item_names(dataset, n)
+    if getattr(dataset, "samples", None) is not None:
+        # read every item once before anything is written: a corrupt file or a label outside the
+        # model's classes stops the run here, not after hours, and leaves the folder untouched
+        from tqdm.auto import tqdm
+
+        for i in tqdm(range(n), desc="checking data", unit="item", disable=args.no_progress, leave=False):
+            _read_item(dataset, i)
 
     settings = {
         "command": "gensemcom sample", "argv": list(sys.argv[1:] if argv is None else argv),

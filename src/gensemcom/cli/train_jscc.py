@@ -2,7 +2,7 @@
 
 ::
 
-    gensemcom train_jscc --out runs/deepjscc --steps 1200 --batch-size 16
+    gensemcom train_jscc --out runs/deepjscc --train-steps 1200 --batch-size 16
 
 Each step draws ``--batch-size`` scenes from a virtual dataset of ``--num-scenes`` synthetic
 scenes (rendered on the fly) and one SNR per image uniformly from ``--snr-range`` (dB, Es/N0 per
@@ -19,10 +19,15 @@ import argparse
 import json
 import shutil
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any
 
-import torch
+from .common import (HelpFormatter, common_parser, finite_float, nonnegative_int, plain, positive_int,
+                     renamed_option)
+
+if TYPE_CHECKING:  # torch is imported after parsing, so that --help answers at once
+    import torch
 
 __all__ = ["main", "build_parser", "evaluate_psnr", "EVAL_SNRS"]
 
@@ -36,6 +41,8 @@ def _size(text: str) -> tuple[int, int]:
         h, w = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected HxW (e.g. 64x128), got {text!r}") from None
+    if h < 1 or w < 1:
+        raise argparse.ArgumentTypeError(f"height and width must be at least 1, got {text!r}")
     return h, w
 
 
@@ -44,41 +51,50 @@ def _range(text: str) -> tuple[float, float]:
         lo, hi = (float(v) for v in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected LO,HI in dB (e.g. -5,20), got {text!r}") from None
-    if not lo <= hi:
-        raise argparse.ArgumentTypeError(f"empty SNR range {text!r}")
+    if not lo <= hi:  # also NaN
+        raise argparse.ArgumentTypeError(f"expected LO <= HI, got {text!r}")
     return lo, hi
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="gensemcom train_jscc",
-                                description="Train Deep JSCC (Bourtsoulatze et al. 2019) on synthetic scenes.")
-    p.add_argument("--out", default="runs/deepjscc", help="run folder (checkpoints, log, model, eval.json)")
-    p.add_argument("--steps", type=int, default=1200)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--warmup", type=int, default=50)
-    p.add_argument("--latent-channels", type=int, default=16, help="c: bandwidth ratio c / (3 * 4^num_down * 2)")
-    p.add_argument("--hidden", type=int, default=64)
-    p.add_argument("--num-down", type=int, default=2)
-    p.add_argument("--channel", choices=["awgn", "rayleigh"], default="awgn")
-    p.add_argument("--snr-range", type=_range, default=(-5.0, 20.0), help="training SNRs LO,HI in dB")
-    p.add_argument("--size", type=_size, default=(64, 128), help="HxW of the synthetic scenes")
-    p.add_argument("--num-scenes", type=int, default=20000, help="size of the virtual training set")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--checkpoint-every", type=int, default=250)
-    p.add_argument("--log-every", type=int, default=10)
+    """The parser of ``gensemcom train_jscc``."""
+    doc = __doc__.split("\n\n")
+    p = argparse.ArgumentParser(prog="gensemcom train_jscc", formatter_class=HelpFormatter,
+                                description="Train Deep JSCC (Bourtsoulatze et al. 2019) on synthetic scenes.",
+                                epilog=plain("\n\n".join(doc[1:])),
+                                parents=[common_parser("run folder: checkpoints, log, model, eval.json")])
+    p.set_defaults(out="runs/deepjscc")
+    p.add_argument("--train-steps", dest="train_steps", type=positive_int, default=1200,
+                   help="optimiser steps")
+    p.add_argument("--steps", dest="train_steps", type=positive_int, help=argparse.SUPPRESS,
+                   action=renamed_option("--steps", "--train-steps",
+                                         "--steps means sampling steps in evaluate and demo"))
+    p.add_argument("--batch-size", type=positive_int, default=16, help="images per optimiser step")
+    p.add_argument("--lr", type=finite_float, default=1e-3, help="peak learning rate (AdamW)")
+    p.add_argument("--weight-decay", type=finite_float, default=0.0, help="AdamW weight decay")
+    p.add_argument("--warmup", type=nonnegative_int, default=50, help="linear warm-up steps")
+    p.add_argument("--latent-channels", type=positive_int, default=16,
+                   help="c: bandwidth ratio c / (3 * 4^num_down * 2)")
+    p.add_argument("--hidden", type=positive_int, default=64, help="width of the encoder and decoder")
+    p.add_argument("--num-down", type=positive_int, default=2, help="downsampling stages (factor 2 each)")
+    p.add_argument("--channel", choices=["awgn", "rayleigh"], default="awgn", help="training channel")
+    p.add_argument("--snr-range", type=_range, default="-5,20", help="training SNRs LO,HI in dB")
+    p.add_argument("--size", type=_size, default="64x128", help="HxW of the synthetic scenes")
+    p.add_argument("--num-scenes", type=positive_int, default=20000, help="size of the virtual training set")
+    p.add_argument("--checkpoint-every", type=positive_int, default=250, help="steps between checkpoints")
+    p.add_argument("--log-every", type=positive_int, default=10, help="steps between log lines")
     p.add_argument("--store", choices=["fp16", "fp32"], default="fp16", help="dtype of the saved weights")
-    p.add_argument("--eval-scenes", type=int, default=32)
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--eval-scenes", type=positive_int, default=32, help="held-out scenes of eval.json")
+    p.add_argument("--threads", type=nonnegative_int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--no-resume", action="store_true", help="start afresh even if OUT has checkpoints")
-    p.add_argument("--no-progress", action="store_true")
     return p
 
 
 def evaluate_psnr(model: Any, images: torch.Tensor, channels: Sequence[str] = ("awgn", "rayleigh"),
                   snrs: Sequence[float] = EVAL_SNRS, seed: int = 0) -> dict[str, dict[str, float]]:
     """Mean per-image PSNR (dB, [0, 1] scale) of ``model`` on ``images`` per channel and SNR."""
+    import torch
+
     from ..channels.analog import make_channel
     from ..metrics import psnr
 
@@ -98,11 +114,17 @@ def evaluate_psnr(model: Any, images: torch.Tensor, channels: Sequence[str] = ("
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    import torch
+
+    from .common import check_out_dir, resolve_device
+
+    check_out_dir(args.out)
+    if args.device is not None and resolve_device(args.device).type != "cpu":
+        raise ValueError(f"--device {args.device}: train_jscc runs on the CPU (its networks are small)")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     from ..data.synthetic import SyntheticScenes
     from ..channels.analog import make_channel
-    from ..metrics import psnr
     from ..fit import FitConfig, fit
     from ..models.jscc import DeepJSCC, DeepJSCCConfig, num_parameters
 
@@ -114,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     data = SyntheticScenes(args.num_scenes, h, w, seed=args.seed)
     channel = make_channel(args.channel)
     lo, hi = args.snr_range
-    fit_cfg = FitConfig(out=args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+    fit_cfg = FitConfig(out=args.out, steps=args.train_steps, batch_size=args.batch_size, lr=args.lr,
                         weight_decay=args.weight_decay, seed=args.seed, checkpoint_every=args.checkpoint_every,
                         log_every=args.log_every, warmup=args.warmup)
 

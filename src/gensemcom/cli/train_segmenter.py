@@ -2,7 +2,7 @@
 
 ::
 
-    gensemcom train_segmenter --out runs/segmenter --steps 800 --batch-size 16
+    gensemcom train_segmenter --out runs/segmenter --train-steps 800 --batch-size 16
 
 Cross-entropy (pixels labelled 255 ignored) on scenes rendered on the fly from a virtual dataset
 of ``--num-scenes`` items, with light augmentation so the network also segments degraded and
@@ -20,13 +20,17 @@ import json
 import math
 import shutil
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any
 
-import torch
-import torch.nn.functional as F
+from .common import (HelpFormatter, common_parser, finite_float, nonnegative_int, plain, positive_int,
+                     renamed_option)
 
-from ..metrics import ConfusionMatrix
+if TYPE_CHECKING:  # torch is imported after parsing, so that --help answers at once
+    import torch
+
+    from ..metrics import ConfusionMatrix
 
 __all__ = ["main", "build_parser", "augment", "iou_report"]
 
@@ -39,37 +43,48 @@ def _size(text: str) -> tuple[int, int]:
         h, w = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected HxW (e.g. 64x128), got {text!r}") from None
+    if h < 1 or w < 1:
+        raise argparse.ArgumentTypeError(f"height and width must be at least 1, got {text!r}")
     return h, w
 
 
 def _widths(text: str) -> tuple[int, ...]:
     try:
-        return tuple(int(v) for v in text.split(","))
+        widths = tuple(int(v) for v in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated ints (e.g. 16,32,64,96), got {text!r}") from None
+    if min(widths) < 1:
+        raise argparse.ArgumentTypeError(f"widths must be at least 1, got {text!r}")
+    return widths
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="gensemcom train_segmenter",
-                                description="Train the TinySegmenter (mIoU judge) on synthetic scenes.")
-    p.add_argument("--out", default="runs/segmenter", help="run folder (checkpoints, log, model, eval.json)")
-    p.add_argument("--steps", type=int, default=800)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--weight-decay", type=float, default=1e-4)
-    p.add_argument("--warmup", type=int, default=50)
-    p.add_argument("--widths", type=_widths, default=(16, 32, 64, 96), help="channels per U-Net level")
-    p.add_argument("--size", type=_size, default=(64, 128), help="HxW of the synthetic scenes")
-    p.add_argument("--num-scenes", type=int, default=20000, help="size of the virtual training set")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-augment", action="store_true")
-    p.add_argument("--checkpoint-every", type=int, default=250)
-    p.add_argument("--log-every", type=int, default=10)
+    """The parser of ``gensemcom train_segmenter``."""
+    doc = __doc__.split("\n\n")
+    p = argparse.ArgumentParser(prog="gensemcom train_segmenter", formatter_class=HelpFormatter,
+                                description="Train the TinySegmenter (mIoU judge) on synthetic scenes.",
+                                epilog=plain("\n\n".join(doc[1:])),
+                                parents=[common_parser("run folder: checkpoints, log, model, eval.json")])
+    p.set_defaults(out="runs/segmenter")
+    p.add_argument("--train-steps", dest="train_steps", type=positive_int, default=800,
+                   help="optimiser steps")
+    p.add_argument("--steps", dest="train_steps", type=positive_int, help=argparse.SUPPRESS,
+                   action=renamed_option("--steps", "--train-steps",
+                                         "--steps means sampling steps in evaluate and demo"))
+    p.add_argument("--batch-size", type=positive_int, default=16, help="images per optimiser step")
+    p.add_argument("--lr", type=finite_float, default=3e-3, help="peak learning rate (AdamW)")
+    p.add_argument("--weight-decay", type=finite_float, default=1e-4, help="AdamW weight decay")
+    p.add_argument("--warmup", type=nonnegative_int, default=50, help="linear warm-up steps")
+    p.add_argument("--widths", type=_widths, default="16,32,64,96", help="channels per U-Net level")
+    p.add_argument("--size", type=_size, default="64x128", help="HxW of the synthetic scenes")
+    p.add_argument("--num-scenes", type=positive_int, default=20000, help="size of the virtual training set")
+    p.add_argument("--no-augment", action="store_true", help="train on clean scenes only")
+    p.add_argument("--checkpoint-every", type=positive_int, default=250, help="steps between checkpoints")
+    p.add_argument("--log-every", type=positive_int, default=10, help="steps between log lines")
     p.add_argument("--store", choices=["fp16", "fp32"], default="fp16", help="dtype of the saved weights")
-    p.add_argument("--eval-scenes", type=int, default=64)
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--eval-scenes", type=positive_int, default=64, help="held-out scenes of eval.json")
+    p.add_argument("--threads", type=nonnegative_int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--no-resume", action="store_true", help="start afresh even if OUT has checkpoints")
-    p.add_argument("--no-progress", action="store_true")
     return p
 
 
@@ -85,6 +100,9 @@ def augment(images: torch.Tensor, labels: torch.Tensor, generator: torch.Generat
     Args:
         images: (B, 3, H, W) in [-1, 1]; labels: (B, H, W) int64.
     """
+    import torch
+    import torch.nn.functional as F
+
     b = images.shape[0]
     r = torch.rand(b, 6, generator=generator)
     noise = torch.randn(images.shape, generator=generator)
@@ -114,6 +132,15 @@ def iou_report(conf: ConfusionMatrix, class_names: Sequence[str] | None = None) 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    import torch
+    import torch.nn.functional as F
+
+    from ..metrics import ConfusionMatrix
+    from .common import check_out_dir, resolve_device
+
+    check_out_dir(args.out)
+    if args.device is not None and resolve_device(args.device).type != "cpu":
+        raise ValueError(f"--device {args.device}: train_segmenter runs on the CPU (its network is small)")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     from ..data.synthetic import SyntheticScenes
@@ -127,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     model = TinySegmenter(cfg)
     if h % model.factor or w % model.factor:
         raise ValueError(f"--size {h}x{w}: H and W must be divisible by {model.factor} for {len(args.widths)} levels")
-    fit_cfg = FitConfig(out=args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+    fit_cfg = FitConfig(out=args.out, steps=args.train_steps, batch_size=args.batch_size, lr=args.lr,
                         weight_decay=args.weight_decay, seed=args.seed, checkpoint_every=args.checkpoint_every,
                         log_every=args.log_every, warmup=args.warmup)
 
