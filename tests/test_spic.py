@@ -1,0 +1,307 @@
+"""SPIC's transmitter, receiver variants, rate accounting, link and registration.
+
+The network is the reference tiny SPIC model (``tests/data/spic``; random weights), so images are
+not meaningful; the tests check the numbers the pipeline must produce: file sizes and bpp counted
+independently with the codecs, the start tensors in closed form, the channel-use cost from the
+MCS, and clear errors on bad input. Sizes, classes and flags come from the reference config.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shlex
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+from gensemcom.channels.coded import capacity_uses, get_mcs
+from gensemcom.codecs import decode_image, decode_labels, encode_image, encode_labels
+from gensemcom.systems.base import Batch
+from gensemcom.systems.registry import SystemOptions, build_system
+from gensemcom.systems.spic import (SPIC, SPIC_FIXED_PIXELS, SPICSystem, heif_container_bytes, load_spic,
+                                    parse_spic_flags, save_spic, spic_label_grey, spic_model_and_diffusion,
+                                    spic_timesteps, upsample)
+
+REF = Path(__file__).parent / "data" / "spic"
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def cfg() -> dict:
+    return json.loads((REF / "spic_tiny_public_config.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def io() -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in load_file(str(REF / "spic_tiny_public_io.safetensors")).items()}
+
+
+@pytest.fixture(scope="module")
+def built(cfg):
+    model, diffusion = spic_model_and_diffusion(shlex.split(cfg["config_flags"]))
+    sd = {k: v.float() for k, v in load_file(str(REF / "spic_tiny_public_weights.safetensors")).items()}
+    model.load_state_dict(sd, strict=True)
+    return model.eval(), diffusion
+
+
+@pytest.fixture(scope="module")
+def short(cfg, built):
+    """The same network over a 3-step window (fast link tests; the window is not a reference input)."""
+    model, _ = built
+    _, diffusion = spic_model_and_diffusion(shlex.split(cfg["config_flags"]) + ["--max_iter_time", "25"])
+    return model, diffusion
+
+
+def make(cfg, built, **kw) -> SPIC:
+    model, diffusion = built
+    c = cfg["config"]
+    kw.setdefault("guidance_scale", cfg["guidance_scale"])
+    return SPIC(model, diffusion, num_classes=c["num_classes"], coarse_size=(c["small_size"], c["large_size"]),
+                max_iter_time=c["max_iter_time"], **kw)
+
+
+def _uint8(x: torch.Tensor) -> list[np.ndarray]:
+    return list(((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy())
+
+
+# ------------------------------------------------------------------ transmitter and rate
+@pytest.mark.parametrize("codec,quality", [("hevc", 30), ("jpeg", 75), ("webp", 60), ("jpegxl", 80),
+                                           ("jpeg2000", 200)])
+@pytest.mark.parametrize("label_codec", ["png", "webp", "jpegxl"])
+def test_payloads_and_sent_rate_exact(cfg, built, io, codec, quality, label_codec):
+    sp = make(cfg, built, image_codec=codec, quality=quality, label_codec=label_codec)
+    x0, labels = io["x0"], io["label_ori"]
+    payloads = sp.encode(x0, labels)
+    area = F.interpolate(x0, (cfg["config"]["small_size"], cfg["config"]["large_size"]), mode="area")
+    h, w = x0.shape[2:]
+    for i, p in enumerate(payloads):
+        # the coarse file is the codec on the rounded area downsample; the map file is lossless
+        assert p.image_file == encode_image(_uint8(area)[i], codec, quality)
+        assert p.label_file == encode_labels(labels[i].numpy(), label_codec)
+        assert np.array_equal(decode_labels(p.label_file), labels[i].numpy())
+        dec = torch.from_numpy(decode_image(p.image_file, codec)).permute(2, 0, 1).float() / 127.5 - 1
+        assert torch.equal(p.coarse, dec)
+    bits, bpp = sp.rate_bits(payloads, x0, labels)
+    want = [8.0 * (len(p.label_file) + len(p.image_file)) for p in payloads]
+    assert bits == want and bpp == [b / (h * w) for b in want]
+
+
+def test_spic_compat_rate(cfg, built, io):
+    """SPIC's evaluation: bilinear re-encode + grey label image, over a fixed 512 x 256."""
+    sp = make(cfg, built, rate="spic", image_codec="jpeg", quality=60)
+    x0, labels = io["x0"], io["label_ori"]
+    payloads = sp.encode(x0, labels)
+    bits, bpp = sp.rate_bits(payloads, x0, labels)
+    bil = F.interpolate(x0, (cfg["config"]["small_size"], cfg["config"]["large_size"]), mode="bilinear",
+                        align_corners=False)
+    for i in range(x0.shape[0]):
+        grey = spic_label_grey(labels[i].numpy())
+        assert grey.max() == 255 or not (labels[i] == 255).any()
+        want = 8 * (len(encode_image(_uint8(bil)[i], "jpeg", 60)) + len(encode_labels(grey, "png")))
+        assert bits[i] == want
+        assert bpp[i] == want / SPIC_FIXED_PIXELS
+    # it is not what is sent: the sent coarse file codes the area downsample
+    assert [p.image_file for p in payloads] != [encode_image(a, "jpeg", 60) for a in _uint8(bil)]
+
+
+def test_budget(cfg, built, io):
+    x0, labels = io["x0"], io["label_ori"]
+    h, w = x0.shape[2:]
+    sp = make(cfg, built, image_codec="webp", coarse_bpp=1.0)
+    for p in sp.encode(x0, labels):
+        assert 8 * len(p.image_file) <= 1.0 * h * w
+        assert p.quality is not None
+    tiny = make(cfg, built, image_codec="hevc", coarse_bpp=0.01)
+    with pytest.raises(ValueError, match="cannot code the .* coarse image within"):
+        tiny.encode(x0, labels)
+    with pytest.raises(ValueError, match="either quality or coarse_bpp"):
+        make(cfg, built, quality=30, coarse_bpp=1.0)
+
+
+def test_bad_input(cfg, built, io):
+    sp = make(cfg, built, image_codec="jpeg", quality=50)
+    x0, labels = io["x0"], io["label_ori"]
+    bad = labels.clone()
+    bad[0, 0, 0] = cfg["config"]["num_classes"]  # out of range and not the ignore id
+    with pytest.raises(ValueError, match="label ids span"):
+        sp.encode(x0, bad)
+    with pytest.raises(ValueError, match="labels must lie in"):
+        sp.receive(bad, io["lowres"], torch.Generator().manual_seed(0))
+    wrong = F.interpolate(io["lowres"], scale_factor=2, mode="nearest")
+    with pytest.raises(ValueError, match="coarse images are .* but this SPIC takes"):
+        sp.receive(labels, wrong, torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="larger than the images"):
+        SPIC(sp.model, sp.diffusion, num_classes=sp.num_classes, coarse_size=(64, 128)).encode(x0, labels)
+    with pytest.raises(ValueError, match="unknown image codec"):
+        make(cfg, built, image_codec="bpg")
+    with pytest.raises(ValueError, match="unknown label codec"):
+        make(cfg, built, label_codec="flif")
+    with pytest.raises(ValueError, match="unknown start"):
+        make(cfg, built, start="noise")
+    with pytest.raises(ValueError, match="max_iter_time -1 keeps no step"):
+        spic_timesteps(1000, "10", -1)
+    with pytest.raises(ValueError, match="unknown SPIC flags"):
+        parse_spic_flags(["--no_such_flag", "1"])
+
+
+# ------------------------------------------------------------------ receiver
+class _Recorder(torch.nn.Module):
+    """Wraps the network and records the x_t of the first call."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.config, self.first = model, model.config, None
+        self.shares_encoder = model.shares_encoder
+        self.encode_condition = model.encode_condition
+
+    def forward(self, x, t, y=None, **kw):
+        if self.first is None:
+            self.first = (x.clone(), t.clone())
+        return self.model(x, t, y, **kw)
+
+
+def test_start_noised_is_forward_noised_coarse(cfg, short, io):
+    model, diffusion = short
+    sp = make(cfg, short, start="noised")
+    sp.model = _Recorder(model)
+    seed = cfg["sample_rng_seed"]
+    sp.receive(io["label_ori"], io["lowres"], torch.Generator().manual_seed(seed))
+    x_first, t_first = sp.model.first
+    z = torch.randn(io["lowres_up"].shape, generator=torch.Generator().manual_seed(seed))
+    last = diffusion.num_timesteps - 1
+    ab = diffusion.alphas_cumprod[last]
+    want = math.sqrt(ab) * io["lowres_up"] + math.sqrt(1 - ab) * z
+    assert (x_first - want).abs().max().item() < 1e-5
+    assert t_first.tolist() == [diffusion.timesteps[-1]] * x_first.shape[0]
+
+
+def test_start_coarse_is_the_upsampled_coarse(cfg, short, io):
+    model, _ = short
+    sp = make(cfg, short, start="coarse")
+    sp.model = _Recorder(model)
+    sp.receive(io["label_ori"], io["lowres"], torch.Generator().manual_seed(0))
+    assert torch.equal(sp.model.first[0], io["sample_start"])
+
+
+def test_full_chain_starts_from_noise(cfg, built, io):
+    model, _ = built
+    c = cfg["config"]
+    m, d = spic_model_and_diffusion(shlex.split(cfg["config_flags"]) + ["--max_iter_time", str(c["diffusion_steps"]),
+                                                                        "--timestep_respacing", "ddim4"])
+    m.load_state_dict(model.state_dict())
+    sp = SPIC(_Recorder(m.eval()), d, num_classes=c["num_classes"], coarse_size=(c["small_size"], c["large_size"]),
+              max_iter_time=c["diffusion_steps"], start="coarse", guidance_scale=1.0)
+    sp.receive(io["label_ori"], io["lowres"], torch.Generator().manual_seed(7))
+    z = torch.randn(io["lowres_up"].shape, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(sp.model.first[0], z)
+
+
+def test_ddim_deterministic_and_ddpm_seeded(cfg, short, io):
+    sp = make(cfg, short, method="ddim", start="coarse")
+    a = sp.receive(io["label_ori"], io["lowres"], torch.Generator().manual_seed(1))
+    b = sp.receive(io["label_ori"], io["lowres"], torch.Generator().manual_seed(2))
+    assert torch.equal(a, b)
+    sp = make(cfg, short, method="ddpm", start="noised")
+    a = sp.receive(io["label_ori"], io["lowres"], torch.Generator().manual_seed(1))
+    b = sp.receive(io["label_ori"], io["lowres"], torch.Generator().manual_seed(1))
+    c = sp.receive(io["label_ori"], io["lowres"], torch.Generator().manual_seed(2))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert a.shape == io["x0"].shape and a.abs().max() <= 1 + 1e-6
+
+
+def test_run_error_free(cfg, short, io):
+    sp = make(cfg, short, image_codec="jpeg", quality=70, start="coarse")
+    out = sp.run(io["x0"], io["label_ori"], torch.Generator().manual_seed(0))
+    assert out["images"].shape == io["x0"].shape
+    assert out["bpp"] == [b / io["x0"][0, 0].numel() for b in out["bits"]]
+
+
+# ------------------------------------------------------------------ over a link
+def _batch(cfg, io) -> Batch:
+    return Batch(images=io["x0"], labels=io["label_ori"], instances=None, names=["a", "b"],
+                 num_classes=cfg["config"]["num_classes"])
+
+
+def test_system_ldpc_clean_and_cliff(cfg, short, io):
+    sp = make(cfg, short, image_codec="jpeg", quality=50, start="coarse")
+    system = SPICSystem(sp, link="ldpc", mcs="16qam-1/2")
+    batch = _batch(cfg, io)
+    mcs = get_mcs("16qam-1/2")
+    payloads = sp.encode(batch.images, batch.labels)
+    want_uses = [sum(math.ceil(8 * len(f) / mcs.k) * mcs.symbols_per_block for f in (p.label_file, p.image_file))
+                 for p in payloads]
+    good = system.run(batch, "awgn", 30.0, torch.Generator().manual_seed(0))
+    assert not good.lost.any() and good.info["map_lost"] == [False, False]
+    assert torch.equal(good.labels, batch.labels)
+    assert good.channel_uses.tolist() == want_uses
+    assert good.bits.tolist() == [float(p.bits) for p in payloads]
+    bad = system.run(batch, "awgn", -10.0, torch.Generator().manual_seed(0))
+    assert bad.lost.all() and torch.equal(bad.images, torch.zeros_like(bad.images))
+    assert (bad.labels == batch.ignore_index).all()
+    assert bad.channel_uses.tolist() == want_uses  # sent, then lost
+
+
+def test_system_capacity_and_rayleigh(cfg, short, io):
+    sp = make(cfg, short, image_codec="webp", quality=50, start="coarse")
+    system = SPICSystem(sp, link="capacity")
+    batch = _batch(cfg, io)
+    payloads = sp.encode(batch.images, batch.labels)
+    out = system.run(batch, "awgn", 5.0, torch.Generator().manual_seed(0))
+    assert out.channel_uses.tolist() == [capacity_uses(8 * len(p.label_file), 5.0) + capacity_uses(
+        8 * len(p.image_file), 5.0) for p in payloads]
+    assert not out.lost.any()
+    ray = system.run(batch, "rayleigh", 5.0, torch.Generator().manual_seed(0))
+    assert len(ray.info["gain_power"]) == 2
+
+
+def test_system_map_lost_shows_coarse(cfg, short, io):
+    """Only the map lost: the upsampled coarse image is shown."""
+    sp = make(cfg, short, image_codec="jpeg", quality=50, start="coarse")
+    system = SPICSystem(sp, link="capacity")
+    batch = _batch(cfg, io)
+    sent = system.transport.send
+
+    def drop_maps(payloads, *a, **k):
+        out = sent(payloads, *a, **k)
+        if payloads[0][:4] == b"\x89PNG":
+            for d in out:
+                d.data = None
+        return out
+
+    system.transport.send = drop_maps
+    out = system.run(batch, "awgn", 10.0, torch.Generator().manual_seed(0))
+    coarse = torch.stack([p.coarse for p in sp.encode(batch.images, batch.labels)])
+    assert out.info["map_lost"] == [True, True] and not out.lost.any()
+    assert torch.equal(out.images, upsample(coarse, batch.images.shape[2:]).clamp(-1, 1))
+
+
+def test_container_overhead(cfg, built, io):
+    sp = make(cfg, built, image_codec="hevc", quality=30)
+    p = sp.encode(io["x0"], io["label_ori"])[0]
+    over = heif_container_bytes(p.image_file)
+    assert 100 < over < len(p.image_file)
+
+
+# ------------------------------------------------------------------ saving, loading, registry
+def test_save_load_and_registry(cfg, built, io, tmp_path):
+    model, _ = built
+    c = cfg["config"]
+    full = spic_model_and_diffusion(shlex.split(cfg["config_flags"]) + ["--max_iter_time", "1000"])[1]
+    folder = save_spic(tmp_path / "m", model, full, num_classes=c["num_classes"],
+                       coarse_size=(c["small_size"], c["large_size"]), max_iter_time=c["max_iter_time"],
+                       timestep_respacing=c["timestep_respacing"], guidance_scale=cfg["guidance_scale"])
+    sp = load_spic(folder, start="coarse")
+    assert sp.diffusion.timesteps == io["respaced_timesteps"].tolist()
+    g = torch.Generator().manual_seed(cfg["sample_rng_seed"])
+    out = sp.receive(io["label_ori"], io["lowres"], g)
+    assert (out - io["sample"]).abs().max().item() <= 1e-4
+    system = build_system(f"spic:{folder}:jpeg", SystemOptions())
+    assert isinstance(system, SPICSystem) and system.spic.image_codec == "jpeg" and system.link == "ldpc"
+    assert build_system(f"spic+capacity:{folder}", SystemOptions()).link == "capacity"
+    with pytest.raises((ValueError, FileNotFoundError), match="not a saved gensemcom model"):
+        build_system(f"spic:{tmp_path / 'nothing'}", SystemOptions())
