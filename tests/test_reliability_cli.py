@@ -141,3 +141,21 @@ def test_training_device_and_out_errors_are_one_line(command, tmp_path, capsys):
 def test_evaluate_rejects_zero_scenes(tmp_path, capsys):
     assert main(["evaluate", "--data", "synthetic:0", "--out", str(tmp_path / "o"), "--no-progress"]) == 2
     assert "at least one scene" in capsys.readouterr().err
+
+
+def test_pyproject_builds_without_deprecation_banner(tmp_path, monkeypatch):
+    """Issue 9 item 7: the `license = {text = ...}` table made setuptools print a banner per build."""
+    import warnings
+    from pathlib import Path
+
+    pytest.importorskip("setuptools")
+    from setuptools.config.pyprojecttoml import apply_configuration
+    from setuptools.dist import Distribution
+
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root)  # readme and package paths are relative to the project
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dist = apply_configuration(Distribution(), root / "pyproject.toml")
+    assert [str(w.message) for w in caught if "deprecat" in str(w.message).lower()] == []
+    assert getattr(dist.metadata, "license_expression", None) == "MIT"
