@@ -56,8 +56,9 @@ _KNOWN = {
     "jpegxl+ldpc": ("#e377c2", "d"), "jpegxl+capacity": ("#f7b6d2", "H"),
     "hevc+ldpc": ("#7f7f7f", "8"), "hevc+capacity": ("#c7c7c7", "o"),
 }
-_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
-            "#17becf", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354"]
+# other systems: colours none of the known ones has (tab20b/tab20c), a marker each
+_COLOURS = ["#8c6d31", "#7b4173", "#3182bd", "#e6550d", "#31a354", "#756bb1", "#636363", "#e7ba52", "#ad494a",
+            "#a55194", "#6baed6", "#fd8d3c", "#74c476", "#9e9ac8", "#5254a3"]
 _MARKERS = "osD^v<>pPX*hHd8"
 
 
@@ -85,21 +86,20 @@ def load_results(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def system_styles(names: Sequence[str]) -> dict[str, dict[str, str]]:
-    """``{name: {"color", "marker"}}``, distinct within ``names`` and the same in every figure of
-    a results file (the figures here compute it over every system of the file).
+    """``{name: {"color", "marker"}}``: distinct within ``names``, and a function of the name alone
+    (the same in every figure), except that two unknown names whose hashes collide in one call
+    are told apart (the figures here call it over every system of a results file).
 
-    The known systems have fixed styles; any other name starts from a (colour, marker) pair chosen
-    by a hash of the name and takes the next free one if that is taken."""
+    The known systems (GESCO, its variants, the baselines, the systems of this package) have fixed
+    styles with colours of their own; any other name gets the (colour, marker) pair that a hash of
+    the name picks among the colours no known system has."""
     out: dict[str, dict[str, str]] = {}
-    used = set()
-    for n in sorted(set(names)):
+    for n in set(names):
         if n in _KNOWN:
             out[n] = {"color": _KNOWN[n][0], "marker": _KNOWN[n][1]}
-            used.add(_KNOWN[n])
     combos = [(c, m) for m in _MARKERS for c in _COLOURS]
-    for n in sorted(set(names)):
-        if n in out:
-            continue
+    used: set[tuple[str, str]] = set()
+    for n in sorted(set(names) - set(out)):
         i = zlib.crc32(n.encode()) % len(combos)
         while combos[i] in used:
             i = (i + 1) % len(combos)
