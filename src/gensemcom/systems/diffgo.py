@@ -46,7 +46,7 @@ from torch import nn
 
 from ..diffusion.gaussian import GaussianDiffusion
 from ..diffusion.noise_bank import NoiseBank
-from ..diffusion.samplers import DDIMSampler, DDPMSampler, Sampler
+from ..diffusion.samplers import DDPMSampler, Sampler, make_sampler
 from .base import Batch, System, SystemOutput
 from .gesco import MAP_CHANNELS, gesco_map, map_channel
 from .registry import SystemOptions, register_system
@@ -256,7 +256,8 @@ class DiffGO:
         step_seed: the shared seed of the reverse-step noise (DDPM): entry i uses the generator
             seeded with :func:`step_seed` ``(step_seed, i)``.
         edge_kind: the image-edge channel (:data:`EDGE_KINDS`), or None for instance edges only.
-        guidance_scale, method, eta, clip_denoised: the sampler (``method="ddpm"`` or ``"ddim"``).
+        guidance_scale, method, eta, clip_denoised: the sampler: ``"ddpm"`` (step noise from the
+            index) or any deterministic sampler name (``"ddim"`` at eta 0, ``"dpm++2m"``, ``"unipc"``).
         channel, pool, k_factor: the map link as :func:`gensemcom.systems.gesco.map_channel`.
         candidate_batch: candidates generated per network batch. 1 (default): every candidate
             is generated exactly as the receiver will, so the winner needs no regeneration; > 1:
@@ -313,8 +314,9 @@ class DiffGO:
             raise ValueError(f"unknown candidate_policy {self.candidate_policy!r}; use 'random' or 'first'")
         if self.edge_kind is not None and self.edge_kind not in EDGE_KINDS:
             raise ValueError(f"unknown edge_kind {self.edge_kind!r}; use one of {EDGE_KINDS} or None")
-        if self.method not in ("ddpm", "ddim"):
-            raise ValueError(f"unknown method {self.method!r}; use 'ddpm' or 'ddim'")
+        if self.method != "ddpm" and make_sampler(self.method, self.eta).stochastic:
+            raise ValueError(f"method {self.method!r} (eta {self.eta}) draws step noise that is not derived from the "
+                             "bank index: use 'ddpm' (index-seeded step noise) or a deterministic sampler")
         if self.channel not in MAP_CHANNELS:
             raise ValueError(f"unknown channel {self.channel!r}; use one of {MAP_CHANNELS}")
         if self.candidate_batch < 1:
@@ -348,9 +350,7 @@ class DiffGO:
             sampler: Sampler = IndexedDDPMSampler(
                 [torch.Generator().manual_seed(step_seed(self.step_seed, int(i))) for i in idx])
         else:
-            sampler = DDIMSampler(self.eta)
-            if self.eta > 0:
-                raise ValueError("method='ddim' with eta > 0 draws step noise: use eta=0 or method='ddpm'")
+            sampler = make_sampler(self.method, self.eta)
         return self.diffusion.sample(self.model, y.to(device), noise=x_T, guidance_scale=self.guidance_scale,
                                      method=sampler, clip_denoised=self.clip_denoised)
 
@@ -436,11 +436,19 @@ class DiffGO:
         idx = self.bank.check_index(torch.as_tensor(indices).reshape(-1))
         return torch.cat([self.generate(received[i:i + 1], idx[i:i + 1]).cpu() for i in range(received.shape[0])])
 
+    def noiseless_received(self, y: torch.Tensor) -> torch.Tensor:
+        """What the receiver conditions on when the map arrives without noise: ``y`` after the
+        receiver's denoising (``pool``) with absent classes zero. The transmitter generates its
+        candidates on this map, since it cannot know the channel noise."""
+        return map_channel("none", math.inf, pool=self.pool, has_edges=True)(y).received
+
     def run(self, images: torch.Tensor, labels: torch.Tensor, instances: torch.Tensor, snr_db: float,
             generator: torch.Generator | None = None, ignore_index: int = 255) -> dict[str, Any]:
-        """condition -> select the index -> send map (+ index, error-free) -> receive."""
+        """condition -> select the index on the noiseless received map -> send map (+ index,
+        error-free) -> receive. With ``channel="none"`` the receiver's images equal the
+        transmitter's chosen candidates bit for bit."""
         y = self.condition(labels, instances, images, ignore_index)
-        best, tx_images, scores = self.select(y, images, labels, generator, ignore_index)
+        best, tx_images, scores = self.select(self.noiseless_received(y), images, labels, generator, ignore_index)
         sent = self.send_map(y, snr_db, generator)
         rx = self.receive(sent.received, best)
         return {"images": rx, "transmitter_images": tx_images, "indices": best, "scores": scores, "sent": y,
@@ -498,7 +506,8 @@ class DiffGOSystem(System):
             snr_db = check_snr(snr_db)
         d = self.diffgo
         y = d.condition(batch.labels, batch.instances, batch.images, batch.ignore_index)
-        best, _, scores = d.select(y, batch.images, batch.labels, generator, batch.ignore_index)
+        best, _, scores = d.select(d.noiseless_received(y), batch.images, batch.labels, generator,
+                                   batch.ignore_index)
         ch = map_channel(channel, snr_db, pool=d.pool, has_edges=True, k_factor=d.k_factor)
         sent = ch(y, generator=generator)
         images = d.receive(sent.received, best)
@@ -525,7 +534,7 @@ def _parse_arg(arg: str | None) -> tuple[str | None, int]:
     return (folder or None), int(k)
 
 
-def build_diffgo(folder: str | None = None, candidates: int = 1, *, steps: int = 20,
+def build_diffgo(folder: str | None = None, candidates: int = 1, *, steps: int = 20, sampler: str = "ddim",
                  guidance_scale: float | None = None, device: str = "cpu", bank_size: int = 1000,
                  bank_seed: int = 150, bank_compat: str | None = None, score: str = "ms_ssim",
                  edge_kind: str | None = None, **kwargs: Any) -> DiffGO:
@@ -538,7 +547,7 @@ def build_diffgo(folder: str | None = None, candidates: int = 1, *, steps: int =
     from ..zoo import bundled_path, load_gesco
     if candidates < 1:
         raise ValueError(f"candidates K must be >= 1, got {candidates}")
-    g = load_gesco(folder, steps=steps, guidance_scale=guidance_scale, device=device)
+    g = load_gesco(folder, steps=steps, guidance_scale=guidance_scale, device=device, sampler=sampler)
     saved = json.loads((Path(folder or bundled_path("gesco_synthetic")) / "config.json").read_text())
     if "image_hw" not in saved:
         raise ValueError(f"{folder}/config.json has no image_hw: the bank's entry shape is unknown")
@@ -556,4 +565,5 @@ def build_diffgo(folder: str | None = None, candidates: int = 1, *, steps: int =
                  cost="GESCO's map uses + ceil(log2 N) index bits (10 for N=1000) at 1 bit per use")
 def _diffgo(arg: str | None, o: SystemOptions) -> System:
     folder, k = _parse_arg(arg)
-    return DiffGOSystem(build_diffgo(folder, k, steps=o.steps, guidance_scale=o.guidance_scale, device=o.device))
+    return DiffGOSystem(build_diffgo(folder, k, steps=o.steps, sampler=o.sampler, guidance_scale=o.guidance_scale,
+                                     device=o.device))
