@@ -204,15 +204,15 @@ def test_decode_from_noise_is_seeded_and_oracle_is_separate():
     x, c = images(2), torch.tensor([3, 6])
     with torch.no_grad():
         z = model.send(model.encode(x), "awgn", 10.0, generator=torch.Generator().manual_seed(0))
-        a = model.decode(z, c, 10.0, generator=torch.Generator().manual_seed(5))
-        b = model.decode(z, c, 10.0, generator=torch.Generator().manual_seed(5))
-        other = model.decode(z, c, 10.0, generator=torch.Generator().manual_seed(6))
+        a = model.decode(z, c, 10.0, generator=torch.Generator().manual_seed(5), process="fresh")
+        b = model.decode(z, c, 10.0, generator=torch.Generator().manual_seed(5), process="fresh")
+        other = model.decode(z, c, 10.0, generator=torch.Generator().manual_seed(6), process="fresh")
         resp = model.decode(z, c, 10.0, generator=torch.Generator().manual_seed(5), process="respaced")
         oracle = model.oracle_decode(x, z, c, 10.0)
     assert a.shape == (2, 3, 32, 32) and torch.equal(a, b) and (a - other).abs().max() > 1e-3
     assert a.abs().max() <= 1 and (a - resp).abs().max() > 1e-4
     assert oracle.shape == x.shape and torch.isfinite(oracle).all()
-    assert model.sampling_process().num_timesteps == 4
+    assert model.sampling_process().num_timesteps == 4 and model.config.sample_process == "respaced"
     assert model.sampling_process(process="respaced").timesteps[-1] == 3999
 
 
@@ -234,6 +234,7 @@ def test_from_yaml_full_size_bandwidth():
     yaml = json.loads((REF / "diffjscc_full_manifest.json").read_text())["config"]
     cfg = DiffJSCCConfig.from_yaml(yaml)
     assert cfg.compat == "diffjscc" and cfg.class_label == "sent" and cfg.label_bits == 4
+    assert cfg.sample_process == "fresh"
     assert cfg.latent_dim == 512 and cfg.channel_uses == 256
     assert cfg.channel_uses / (32 * 32) == 0.25
     assert cfg.diffusion.steps == 4000 and cfg.diffusion.loss == "rescaled_hybrid"

@@ -41,10 +41,10 @@ def test_cifar_pickle_layout_and_items(tmp_path):
     item = ds[1]
     assert item["image"].shape == (3, 32, 32) and item["image"].dtype == torch.float32
     torch.testing.assert_close(item["image"], torch.from_numpy(imgs[1]).permute(2, 0, 1).float() / 127.5 - 1)
-    assert item["class_label"].item() == labels[1] and (item["label"] == labels[1]).all()
+    assert item["class"].item() == labels[1] and (item["label"] == labels[1]).all()
     train = CIFAR10(root, split="train")
     assert len(train) == 20
-    assert train[5]["class_label"].item() == expected["data_batch_2"][1][1]
+    assert train[5]["class"].item() == expected["data_batch_2"][1][1]
     assert len(CIFAR10(root, "train", num_images=3)) == 3
 
 
@@ -96,7 +96,7 @@ def test_fashion_mnist_padded_and_resized(tmp_path, gz):
     assert (item["image"][:, :2] == -1).all() and (item["image"][:, :, -2:] == -1).all()
     torch.testing.assert_close(item["image"][0, 2:30, 2:30], torch.from_numpy(imgs[2]).float() / 127.5 - 1)
     assert torch.equal(item["image"][0], item["image"][2])
-    assert item["class_label"].item() == labels[2] and item["label"].shape == (32, 32)
+    assert item["class"].item() == labels[2] and item["label"].shape == (32, 32)
     resized = FashionMNIST(tmp_path, split="train", resize="bilinear", channels=1)[2]["image"]
     assert resized.shape == (1, 32, 32) and resized.min() >= -1 and resized.max() <= 1
     assert abs(resized.mean().item() - (torch.from_numpy(imgs[2]).float() / 127.5 - 1).mean().item()) < 0.05

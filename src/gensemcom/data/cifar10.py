@@ -12,9 +12,9 @@ str. The files are read with a restricted unpickler that only rebuilds NumPy arr
 plain values, so a tampered file cannot run code.
 
 Items (the shared dataset convention of :mod:`gensemcom.data`): ``image`` (3, 32, 32) float32 in
-[-1, 1], ``class_label`` () int64, ``label`` (32, 32) int64 filled with the class id (an image
-classification set seen as a one-class map, so sweeps that expect maps work), ``path``
-(``"cifar10/<split>/<index>"``).
+[-1, 1], ``class`` () int64 (the key the trainer's LatentCondition reads), ``label`` (32, 32)
+int64 filled with the class id (an image classification set seen as a one-class map, so sweeps that
+expect maps work), ``path`` (``"cifar10/<split>/<index>"``).
 """
 
 from __future__ import annotations
@@ -133,5 +133,5 @@ class CIFAR10(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         img = torch.from_numpy(np.ascontiguousarray(self.images[index])).permute(2, 0, 1).float() / 127.5 - 1
         c = int(self.labels[index])
-        return {"image": img, "class_label": torch.tensor(c, dtype=torch.int64),
+        return {"image": img, "class": torch.tensor(c, dtype=torch.int64),
                 "label": torch.full(img.shape[1:], c, dtype=torch.int64), "path": f"cifar10/{self.split}/{index:05d}"}

@@ -12,7 +12,7 @@ Algorithms", arXiv 1708.07747 (MIT licence): 70,000 grayscale 28x28 images of 10
 padding (2 pixels each side; the background is black, so this adds only background) or by
 bilinear resizing, and repeated to 3 channels.
 
-Items (the shared dataset convention): ``image`` (C, 32, 32) float32 in [-1, 1], ``class_label``
+Items (the shared dataset convention): ``image`` (C, 32, 32) float32 in [-1, 1], ``class``
 () int64, ``label`` (32, 32) int64 filled with the class id, ``path``.
 """
 
@@ -130,6 +130,6 @@ class FashionMNIST(Dataset):
                                 antialias=True)[0]
         img = (img * 2 - 1).expand(self.channels, -1, -1).contiguous()
         c = int(self.labels[index])
-        return {"image": img, "class_label": torch.tensor(c, dtype=torch.int64),
+        return {"image": img, "class": torch.tensor(c, dtype=torch.int64),
                 "label": torch.full((self.size, self.size), c, dtype=torch.int64),
                 "path": f"fashion-mnist/{self.split}/{index:05d}"}

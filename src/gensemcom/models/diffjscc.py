@@ -636,9 +636,11 @@ class DiffJSCCConfig:
         train_snr_db: (low, high): each training image draws its SNR uniformly in this range
             (equal ends: one SNR).
         sample_steps: DDIM steps of the decoder (Diff-JSCC: 20).
-        sample_process: ``"fresh"``: a new cosine process with ``sample_steps`` steps, as
-            ``evaluate.py`` builds it; ``"respaced"``: ``sample_steps`` steps respaced from the
-            training process (the principled choice: the network was trained on that grid).
+        sample_process: ``"respaced"`` (default): ``sample_steps`` steps respaced from the
+            training process (the network is called at timesteps it was trained on);
+            ``"fresh"``: a new cosine process with ``sample_steps`` steps, as ``evaluate.py``
+            builds it (its step i sits at alpha_bar((i+1)/N) but the network is told
+            ``i * 1000/N``, about one decoder step early: :meth:`DiffJSCCConfig.from_yaml`'s default).
         inversion_steps: steps of the oracle DDIM inversion (Diff-JSCC: 250, a fresh process).
     """
 
@@ -652,7 +654,7 @@ class DiffJSCCConfig:
     train_channel: str = "awgn"
     train_snr_db: tuple[float, float] = (0.0, 20.0)
     sample_steps: int = 20
-    sample_process: str = "fresh"
+    sample_process: str = "respaced"
     inversion_steps: int = 250
 
     def __post_init__(self) -> None:
@@ -749,7 +751,7 @@ class DiffJSCCConfig:
         if snr_input:
             unet = dataclasses.replace(unet, vector_dim=unet.vector_dim + 1)
         class_label = "sent" if unet.num_classes else "none"
-        args: dict[str, Any] = {"compat": "diffjscc", "class_label": class_label}
+        args: dict[str, Any] = {"compat": "diffjscc", "class_label": class_label, "sample_process": "fresh"}
         args.update(overrides)
         return cls(unet=unet, encoder=encoder, diffusion=diffusion_config_from_yaml(cfg), **args)
 
