@@ -50,7 +50,7 @@ __all__ = [
     "build_diffusion", "EncoderConfig", "CDMEncoder", "HalfUNetEncoder", "JSCCEncoder", "AEEncoder",
     "build_encoder", "VDiffusionUNet", "PrototypeAutoencoder", "proto_log_snr", "proto_alpha_sigma",
     "proto_loss", "proto_sample", "num_parameters", "DiffJSCCConfig", "DiffJSCC", "normalize_latent",
-    "snr_feature", "COMPAT_MODES",
+    "snr_feature", "COMPAT_MODES", "diffjscc_condition",
 ]
 
 ENCODER_KINDS = ("cdm", "unet", "jscc", "ae")
@@ -884,6 +884,16 @@ class DiffJSCC(nn.Module):
             t = torch.randint(0, d.num_timesteps, (b,), generator=generator, device=dev).to(images.device)
         if noise is None:
             noise = torch.randn(images.shape, generator=generator, device=dev).to(images.device)
+        kwargs = self.training_inputs(images, class_labels, snr_db=snr_db, generator=generator)
+        return d.training_losses(self.unet, images, t, None, noise=noise, model_kwargs=kwargs, return_terms=True)
+
+    def training_inputs(self, images: torch.Tensor, class_labels: torch.Tensor | None, *,
+                        snr_db: torch.Tensor | float | None = None,
+                        generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """The receiver's inputs in training: encode, normalise, ``train_channel`` at an SNR drawn
+        per image from ``train_snr_db`` (or ``snr_db``), then :meth:`model_kwargs`."""
+        b = images.shape[0]
+        dev = generator.device if generator is not None else images.device
         z = self.encode(images)
         snr = None
         if self.config.compat != "diffjscc":
@@ -895,8 +905,7 @@ class DiffJSCC(nn.Module):
                 snr = snr.expand(b) if snr.ndim == 0 else snr
             kind = self.config.train_channel
             z = self.send(z, kind, snr if kind != "none" else math.inf, generator=generator)
-        return d.training_losses(self.unet, images, t, None, noise=noise,
-                                 model_kwargs=self.model_kwargs(z, class_labels, snr), return_terms=True)
+        return self.model_kwargs(z, class_labels, snr)
 
     # ------------------------------------------------------------------ receiver
     def decode(self, z_hat: torch.Tensor, class_labels: torch.Tensor | None = None,
@@ -936,6 +945,31 @@ class DiffJSCC(nn.Module):
         return save_module(directory, self, self.config.to_dict(), "diffjscc", extra=extra, dtype=dtype)
 
     @classmethod
+    def from_trainer_output(cls, directory: Any, device: str | torch.device = "cpu") -> "DiffJSCC":
+        """A model from the platform trainer's ``out/model`` folder trained with
+        :func:`diffjscc_condition`: the EMA U-Net (``model.safetensors``) and the EMA encoder
+        (``condition.safetensors``, keys ``encoder.*``); the Diff-JSCC config is read from the
+        folder's ``config.json`` (``condition.diffjscc``)."""
+        import json
+        from pathlib import Path
+
+        from safetensors.torch import load_file
+
+        from .io import load_checkpoint
+
+        directory = Path(directory)
+        cfg = json.loads((directory / "config.json").read_text())
+        cond = cfg.get("condition", {})
+        if cond.get("kind") != "diffjscc":
+            raise ValueError(f"{directory} was not trained with diffjscc_condition (condition: {cond.get('kind')})")
+        model = cls(DiffJSCCConfig.from_dict(cond["diffjscc"]))
+        load_checkpoint(model.unet, directory / "model.safetensors")
+        enc = {k[len("encoder."):]: v for k, v in load_file(str(directory / "condition.safetensors")).items()}
+        load_checkpoint(model.encoder, enc)
+        model.saved_config = cfg
+        return model.to(device).eval()
+
+    @classmethod
     def from_pretrained(cls, directory: Any, device: str | torch.device = "cpu") -> "DiffJSCC":
         from .io import load_module
 
@@ -943,6 +977,53 @@ class DiffJSCC(nn.Module):
                                     device=device)
         model.saved_config = config
         return model
+
+
+def diffjscc_condition(config: DiffJSCCConfig):
+    """A :class:`gensemcom.conditioning.Condition` for the platform's trainer
+    (:class:`gensemcom.train.Trainer`): it holds the encoder (trained with the network, kept in the
+    EMA and the checkpoint, all-reduced under DDP) and builds the receiver's inputs exactly as
+    :meth:`DiffJSCC.training_inputs` does (normalisation, ``train_channel`` at a per-image SNR,
+    the SNR input, the class label from the items' ``"class"``). Pass ``config.unet`` as the
+    trainer's model config; :meth:`DiffJSCC.from_trainer_output` loads the result."""
+    from ..conditioning import Condition, Conditioned
+
+    class DiffJSCCCondition(Condition):
+        def __init__(self) -> None:
+            super().__init__()
+            self.diffjscc_config = config
+            self.encoder = config.encoder.build()
+
+        def check(self, model_config: Any) -> None:
+            if model_config != config.unet:
+                raise ValueError("the trainer's model config must be the Diff-JSCC config's unet")
+
+        def config(self) -> dict[str, Any]:
+            return {"kind": "diffjscc", "diffjscc": config.to_dict()}
+
+        def forward(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> Conditioned:
+            x0 = batch["image"]
+            labels = None
+            if config.class_label == "sent":
+                if "class" not in batch:
+                    raise ValueError("this Diff-JSCC model uses the class label but the items have no 'class'")
+                labels = batch["class"].long().to(x0.device)
+            shell = _Shell(config, self.encoder)
+            return Conditioned(x0, None, DiffJSCC.training_inputs(shell, x0, labels, generator=generator))
+
+    return DiffJSCCCondition()
+
+
+class _Shell:
+    """Just enough of a :class:`DiffJSCC` (config + encoder) for its transmitter methods."""
+
+    def __init__(self, config: DiffJSCCConfig, encoder: nn.Module) -> None:
+        self.config, self.encoder = config, encoder
+
+    check_images = DiffJSCC.check_images
+    encode = DiffJSCC.encode
+    send = DiffJSCC.send
+    model_kwargs = DiffJSCC.model_kwargs
 
 
 def normalize_latent(z: torch.Tensor) -> torch.Tensor:
