@@ -266,3 +266,21 @@ def test_bad_input_is_named():
         EncoderConfig(kind="vae")
     with pytest.raises(ValueError, match="unsupported image size 48"):
         unet_config_from_yaml({"image_size": 48, "num_channels": 32, "num_res_blocks": 1, "latent_dim": 8})
+
+
+def test_seed_yaml_file(tmp_path):
+    yaml = pytest.importorskip("yaml")
+    from gensemcom.models.diffjscc import read_yaml_config, train_settings_from_yaml
+
+    cfg = json.loads((REF / "diffjscc_full_manifest.json").read_text())["config"]
+    (tmp_path / "cifar10.yaml").write_text(yaml.safe_dump(cfg))
+    read = read_yaml_config(tmp_path / "cifar10.yaml")
+    assert DiffJSCCConfig.from_yaml(read) == DiffJSCCConfig.from_yaml(cfg)
+    t = train_settings_from_yaml(read)
+    assert t == {"steps": 100000, "batch_size": 64, "grad_accum": 1, "lr": 1e-4, "weight_decay": 0.0,
+                 "ema_rate": 0.9999, "amp": "none"}
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(dict(cfg, use_label_embed=True)))
+    with pytest.raises(ValueError, match="use_label_embed"):
+        read_yaml_config(tmp_path / "bad.yaml")
+    with pytest.raises(FileNotFoundError, match="config file not found"):
+        read_yaml_config(tmp_path / "none.yaml")

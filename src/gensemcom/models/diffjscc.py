@@ -50,7 +50,7 @@ __all__ = [
     "build_diffusion", "EncoderConfig", "CDMEncoder", "HalfUNetEncoder", "JSCCEncoder", "AEEncoder",
     "build_encoder", "VDiffusionUNet", "PrototypeAutoencoder", "proto_log_snr", "proto_alpha_sigma",
     "proto_loss", "proto_sample", "num_parameters", "DiffJSCCConfig", "DiffJSCC", "normalize_latent",
-    "snr_feature", "COMPAT_MODES", "diffjscc_condition",
+    "snr_feature", "COMPAT_MODES", "diffjscc_condition", "read_yaml_config", "train_settings_from_yaml",
 ]
 
 ENCODER_KINDS = ("cdm", "unet", "jscc", "ae")
@@ -754,6 +754,42 @@ class DiffJSCCConfig:
         args: dict[str, Any] = {"compat": "diffjscc", "class_label": class_label, "sample_process": "fresh"}
         args.update(overrides)
         return cls(unet=unet, encoder=encoder, diffusion=diffusion_config_from_yaml(cfg), **args)
+
+
+def read_yaml_config(path: Any) -> dict[str, Any]:
+    """Read a Diff_JSCC yaml file (``configs/cifar10.yaml`` keys) into a dict (needs PyYAML)."""
+    from pathlib import Path
+
+    try:
+        import yaml
+    except ImportError:
+        raise ImportError("reading a yaml config needs PyYAML (pip install pyyaml)") from None
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    try:
+        cfg = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path} is not valid YAML: {e}") from None
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{path} does not hold a mapping of Diff_JSCC keys")
+    if cfg.get("use_label_embed", False) or cfg.get("use_time_embed", False):
+        raise ValueError(f"{path}: use_label_embed / use_time_embed (an encoder conditioned on the label or "
+                         "time) are not supported; the published configs set both False")
+    return cfg
+
+
+def train_settings_from_yaml(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The yaml's training keys in the platform trainer's terms: ``steps`` (``lr_anneal_steps``,
+    the reference anneals the learning rate linearly to 0 over them), ``batch_size``, ``lr``,
+    ``weight_decay``, ``ema_rate`` (the first of a comma-separated list), ``amp`` (``use_fp16``)."""
+    ema = str(cfg.get("ema_rate", 0.9999)).split(",")[0]
+    micro = int(cfg.get("microbatch", -1))
+    batch = int(cfg.get("batch_size", 64))
+    return {"steps": int(cfg.get("lr_anneal_steps", 100000)), "batch_size": batch,
+            "grad_accum": batch // micro if micro > 0 else 1, "lr": float(cfg.get("lr", 1e-4)),
+            "weight_decay": float(cfg.get("weight_decay", 0.0)), "ema_rate": float(ema),
+            "amp": "fp16" if cfg.get("use_fp16", False) else "none"}
 
 
 def snr_feature(snr_db: torch.Tensor) -> torch.Tensor:
