@@ -217,3 +217,30 @@ def test_bad_input(tiny, io):
         d.generate(y, [0])
     with pytest.raises(ValueError, match="edge"):
         _diffgo(tiny, io, edge_kind="sobel")
+
+
+def test_digital_link_payload_and_bit_exact_receiver(tiny, io):
+    """link='capacity': labels + instances + the 8-bit edge map as PNG and the index in bytes; the
+    receiver decodes them and regenerates the transmitter's choice exactly."""
+    from gensemcom.codecs import decode_labels, encode_labels, file_length
+    d = _diffgo(tiny, io, candidates=2, bank=NoiseBank(3, 1000, io["x0"].shape[1:]))
+    system = DiffGOSystem(d, link="capacity")
+    batch = Batch(io["x0"], io["labels"][:, 0], io["instances"][:, 0], ["a", "b"], tiny[2])
+    out = system.run(batch, "awgn", 20.0, torch.Generator().manual_seed(0))
+    assert not out.lost.any() and out.info["received_index"] == out.info["bank_index"]
+    y = d.condition(batch.labels, batch.instances, batch.images)
+    assert torch.equal(out.images, d.receive(y, out.info["bank_index"]))
+    payloads, sizes = system._payloads(batch, torch.tensor(out.info["bank_index"]))
+    assert out.bits.tolist() == [8.0 * len(p) for p in payloads]
+    for i, p in enumerate(payloads):
+        assert sizes[i]["index_bits"] == 16  # ceil(10 / 8) bytes
+        assert int.from_bytes(p[-2:], "big") == out.info["bank_index"][i]
+        n = file_length(p)
+        assert p[:n] == encode_labels(batch.labels[i].numpy())
+        assert (decode_labels(p[:n]) == batch.labels[i].numpy()).all()
+    assert system._decode(b"not a payload", 32, 64) is None
+    assert system.config()["link"]["link"] == "capacity" and system.name == "diffgo-k2+capacity"
+    with pytest.raises(ValueError, match="link"):
+        DiffGOSystem(d, link="fm")
+    with pytest.raises(ValueError, match="legacy"):
+        system.run(batch, "legacy", 10)
