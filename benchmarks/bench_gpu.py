@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     else:
         dev = torch.device("cuda")
-    results: dict[str, Any] = {"gpu": torch.cuda.get_device_name(0) if dev.type == "cuda" else "cpu (smoke)", "torch": torch.__version__,
+    gpu = torch.cuda.get_device_name(0) if dev.type == "cuda" else "cpu (smoke)"
+    results: dict[str, Any] = {"gpu": gpu, "torch": torch.__version__,
                                "steps": args.steps, "guidance": 2.0, "input_hw": list(HW), "runs": []}
     print(f"{results['gpu']}, torch {torch.__version__}, DDIM-{args.steps}, guidance 2, {HW[0]}x{HW[1]}", flush=True)
 
