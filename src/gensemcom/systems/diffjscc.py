@@ -90,7 +90,7 @@ class DiffJSCCSystem(System):
         if not (path / "config.json").is_file():
             raise FileNotFoundError(
                 f"no bundled Diff-JSCC model is installed (expected {path}); train one with "
-                "scripts/train_diffjscc.sh and pass its folder: diffjscc:runs/diffjscc/model")
+                "scripts/train_diffjscc.sh and pass its folder: diffjscc:runs/diffjscc_fmnist/model")
         system = cls.from_pretrained(path, device=device, **kw)
         system.source = "bundled"
         return system
