@@ -244,3 +244,24 @@ def test_digital_link_payload_and_bit_exact_receiver(tiny, io):
         DiffGOSystem(d, link="fm")
     with pytest.raises(ValueError, match="legacy"):
         system.run(batch, "legacy", 10)
+
+
+def test_early_stopping_rule():
+    from gensemcom.systems.diffgo import EarlyStopping
+    es = EarlyStopping("min", window=2, min_delta=0.1, patience=2)
+    # window means: -, 9.5, 8.5 (improves > 10%? 8.5 < 9.5*0.9=8.55 yes), 8.25 (no), 8.25 (no) -> stop
+    seq = [10.0, 9.0, 8.0, 8.5, 8.0]
+    stops = [es.update(v) for v in seq]
+    assert stops == [False, False, False, False, True]
+    assert es.best == 8.5 and es.bad_checks == 2
+    again = EarlyStopping("min", window=2, min_delta=0.1, patience=2)
+    again.load_state_dict(es.state_dict())
+    assert again.stopped and again.values == seq
+    up = EarlyStopping("max", window=1, min_delta=0.0, patience=1)
+    assert [up.update(v) for v in (0.1, 0.2, 0.2)] == [False, False, True]
+    with pytest.raises(ValueError, match="does not match"):
+        EarlyStopping("max").load_state_dict(es.state_dict())
+    with pytest.raises(ValueError, match="non-finite"):
+        EarlyStopping().update(float("nan"))
+    with pytest.raises(ValueError, match="mode"):
+        EarlyStopping("lowest")
