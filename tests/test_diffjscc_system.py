@@ -142,3 +142,26 @@ def test_platform_trainer_trains_the_encoder_with_ema(tmp_path):
     system = DiffJSCCSystem(model, steps=2)
     res = system.run(_batch(), "awgn", 10.0, torch.Generator().manual_seed(0))
     assert torch.isfinite(res.images).all()
+
+
+def test_trainer_from_the_seed_yaml(tmp_path):
+    """`gensemcom train`'s path for Diff-JSCC: the seed's yaml keys (here the tiny reference
+    configuration) give the model, process and training settings; the run loads back."""
+    yaml = pytest.importorskip("yaml")
+    import json
+    from pathlib import Path
+
+    from gensemcom.models.diffjscc import DiffJSCC
+    from gensemcom.systems.diffjscc import diffjscc_trainer
+
+    cfg = json.loads((Path(__file__).parent / "data" / "diffjscc" / "diffjscc_tiny_public_config.json").read_text())
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(cfg["yaml_tiny"]))
+    tr = diffjscc_trainer(tmp_path / "tiny.yaml", _Classes(), tmp_path / "run",
+                          train={"steps": 1, "batch_size": 2, "save_interval": 1, "snr_input": True},
+                          device="cpu")
+    assert tr.cfg.lr == cfg["yaml_tiny"]["lr"] and tr.cfg.ema_rate == cfg["yaml_tiny"]["ema_rate"]
+    assert tr.diffusion_config.steps == cfg["yaml_tiny"]["diffusion_steps"]
+    assert tr.condition.diffjscc_config.compat == "none" and tr.model_config.vector_dim == 65
+    tr.train(progress=False)
+    model = DiffJSCC.from_trainer_output(tmp_path / "run" / "model")
+    assert model.config.snr_input and model.config.encoder.kind == cfg["yaml_tiny"]["encoder_type"]
