@@ -175,8 +175,10 @@ class NoiseBank:
     def __getitem__(self, key: Any) -> torch.Tensor:
         if isinstance(key, slice):
             return self.batch(list(range(*key.indices(self.size))))
-        if isinstance(key, (list, tuple)) or (isinstance(key, torch.Tensor) and key.ndim > 0):
+        if isinstance(key, torch.Tensor) and key.ndim > 0:
             return self.batch(key)
+        if isinstance(key, (list, tuple)) or (hasattr(key, "__len__") and not isinstance(key, (str, bytes))):
+            return self.batch(list(key))
         return self.entry(key)
 
     def __iter__(self) -> Iterator[torch.Tensor]:
