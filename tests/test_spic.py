@@ -23,7 +23,8 @@ from gensemcom.channels.coded import capacity_uses, get_mcs
 from gensemcom.codecs import decode_image, decode_labels, encode_image, encode_labels
 from gensemcom.systems.base import Batch
 from gensemcom.systems.registry import SystemOptions, build_system
-from gensemcom.systems.spic import (SPIC, SPIC_FIXED_PIXELS, SPICSystem, heif_container_bytes, load_spic,
+from gensemcom.systems.spic import (SPIC, SPIC_FIXED_PIXELS, SPICSystem, bpg_to_hevc_quality, heif_container_bytes,
+                                    load_spic, training_coarse,
                                     parse_spic_flags, save_spic, spic_label_grey, spic_model_and_diffusion,
                                     spic_timesteps, upsample)
 
@@ -305,3 +306,18 @@ def test_save_load_and_registry(cfg, built, io, tmp_path):
     assert build_system(f"spic+capacity:{folder}", SystemOptions()).link == "capacity"
     with pytest.raises((ValueError, FileNotFoundError), match="not a saved gensemcom model"):
         build_system(f"spic:{tmp_path / 'nothing'}", SystemOptions())
+
+
+def test_training_coarse_and_bpg_mapping(cfg, io):
+    c = cfg["config"]
+    size = (c["small_size"], c["large_size"])
+    assert torch.equal(training_coarse(io["x0"], size), io["lowres"])  # SPIC's "resize"
+    coded = training_coarse(io["x0"], size, "jpeg", [40, 90])
+    for i, q in enumerate([40, 90]):
+        want = decode_image(encode_image(_uint8(io["lowres"])[i], "jpeg", q), "jpeg")
+        assert torch.equal(coded[i], torch.from_numpy(want).permute(2, 0, 1).float() / 127.5 - 1)
+    assert bpg_to_hevc_quality(c["compression_level"]) == 100 - 2 * c["compression_level"]
+    with pytest.raises(ValueError, match="BPG quality"):
+        bpg_to_hevc_quality(52)
+    with pytest.raises(ValueError, match="one quality per image"):
+        training_coarse(io["x0"], size, "jpeg", [40])

@@ -43,9 +43,10 @@ through libheif) is the stand-in. A BPG file is a 4-byte magic, a few bytes of f
 length fields (ue7 varints) and the HEVC NAL units with trimmed parameter sets, ~10-20 bytes of
 overhead; the HEIF file here carries ``ftyp`` + ``meta`` boxes (handler, item info and location,
 ``hvcC`` with VPS/SPS/PPS, ``ispe``), a few hundred bytes, counted in the rate and reported
-separately as ``container_bits`` (:func:`heif_container_bytes`). ``hevc`` quality q is x265's rate
-factor ``crf ~ (100 - q) / 2`` through libheif, not BPG's fixed quantiser: the default 30 is near
-BPG ``-q 35`` in size but not the same file. FLIF (SPIC's map codec) is not packaged either; JPEG
+separately as ``container_bits`` (:func:`heif_container_bytes`). ``hevc`` quality q sets x265's
+constant rate factor ``crf = (100 - q) / 2`` (libheif), where BPG's ``-q`` fixes the quantiser
+QP: :func:`bpg_to_hevc_quality` maps ``-q 35`` to quality 30 (crf 35), near in size but not the
+same file. FLIF (SPIC's map codec) is not packaged either; JPEG
 XL's lossless mode is its successor (``label_codec="jpegxl"``).
 """
 
@@ -77,7 +78,8 @@ __all__ = [
     "SPIC", "SPICSystem", "SPICPayload", "SPIC_FLAG_DEFAULTS", "SPIC_SCRIPT_FLAGS", "STARTS", "RATES",
     "spic_timesteps", "parse_spic_flags", "spic_config_from_flags", "spic_model_and_diffusion", "spic_map",
     "downsample", "upsample", "spic_label_grey", "spic_label_read_back", "spic_bpp_of_files", "spic_miou",
-    "heif_container_bytes", "load_spic", "save_spic", "SPIC_FIXED_PIXELS",
+    "heif_container_bytes", "load_spic", "save_spic", "SPIC_FIXED_PIXELS", "bpg_to_hevc_quality",
+    "training_coarse",
 ]
 
 STARTS = ("noised", "coarse")
@@ -358,6 +360,32 @@ def heif_container_bytes(data: bytes) -> int:
             payload += size - header
         pos += size
     return len(data) - payload
+
+
+def bpg_to_hevc_quality(bpg_q: int) -> int:
+    """BPG's ``-q`` (the HEVC quantiser QP, 0..51) -> the ``hevc`` codec's quality whose x265 rate
+    factor ``crf = (100 - quality) / 2`` equals it: ``100 - 2 q`` (35 -> 30)."""
+    if isinstance(bpg_q, bool) or not isinstance(bpg_q, (int, np.integer)) or not 0 <= bpg_q <= 51:
+        raise ValueError(f"BPG quality (-q) must be an int in [0, 51], got {bpg_q!r}")
+    return 100 - 2 * int(bpg_q)
+
+
+def training_coarse(images: torch.Tensor, coarse_size: Sequence[int], codec: str | None = None,
+                    qualities: Sequence[int] | None = None, chroma: str | None = None) -> torch.Tensor:
+    """The coarse image a SPIC network is trained on, (B,3,H,W) -> (B,3,h,w) in [-1, 1].
+
+    ``codec=None``: SPIC's ``compression_type "resize"``, the area downsample unquantised.
+    Otherwise (SPIC's ``"down+bpg"``, coded on the fly): the area downsample rounded to 8 bits,
+    coded by ``codec`` at ``qualities[i]`` and decoded, as the receiver will see it.
+    """
+    small = downsample(images.detach().float().cpu(), coarse_size)
+    if codec is None:
+        return small
+    if qualities is None or len(qualities) != images.shape[0]:
+        raise ValueError(f"give one quality per image ({images.shape[0]}), got {qualities!r}")
+    out = [_from_uint8(decode_image(encode_image(a, codec, int(q), chroma), codec))
+           for a, q in zip(_to_uint8(small), qualities)]
+    return torch.stack(out)
 
 
 def _to_uint8(images: torch.Tensor) -> list[np.ndarray]:
