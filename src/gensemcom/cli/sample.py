@@ -355,8 +355,9 @@ def prepare_folder(out: Path, settings: dict[str, Any], fresh: bool = False) -> 
             raise ValueError(f"{out} holds samples made with other settings (differing: {', '.join(diff)}); "
                              "choose another --out, or add --fresh to discard them")
     elif not path.is_file() and _outputs(out) and not fresh:
-        raise ValueError(f"{out} holds sample outputs without a settings.json (an older version or another "
-                         "program wrote them); choose another --out, or add --fresh to discard them")
+        found = ", ".join(d.name + ("/" if d.is_dir() else "") for d in _outputs(out))
+        raise ValueError(f"{out} holds sample outputs without a settings.json ({found}: an older version or "
+                         "another program wrote them); choose another --out, or add --fresh to discard them")
     _discard(out)
     atomic_write(path, lambda p: Path(p).write_text(json.dumps(settings, indent=2) + "\n"))
     return "start"
