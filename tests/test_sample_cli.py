@@ -112,7 +112,7 @@ def test_gesco_system_noiseless_paths():
         sent = system.send(y, snr)
         assert torch.allclose(sent.received, y, atol=1e-6), channel
         # present classes + edge channel, paired into complex symbols
-        present = torch.stack([torch.bincount(l.flatten(), minlength=35) > 0 for l in labels]).sum(1) + 1
+        present = torch.stack([torch.bincount(lab.flatten(), minlength=35) > 0 for lab in labels]).sum(1) + 1
         torch.testing.assert_close(torch.as_tensor(sent.channel_uses, dtype=torch.float64).flatten(),
                                    (present * 32 * 64 / 2).double())
     out = system.run(labels, inst, 0.0, generator=torch.Generator().manual_seed(0))
