@@ -159,3 +159,17 @@ def test_pyproject_builds_without_deprecation_banner(tmp_path, monkeypatch):
         dist = apply_configuration(Distribution(), root / "pyproject.toml")
     assert [str(w.message) for w in caught if "deprecat" in str(w.message).lower()] == []
     assert getattr(dist.metadata, "license_expression", None) == "MIT"
+
+
+def test_train_checks_its_folder_before_training(tmp_path, capsys):
+    f = tmp_path / "f"
+    f.write_text("x")
+    tiny = ["--dataset_mode", "synthetic", "--train_steps", "1", "--synthetic_count", "2", "--synthetic_size",
+            "32x64", "--image_size", "32", "--num_channels", "32", "--channel_mult", "1,2",
+            "--attention_resolutions", "16", "--num_head_channels", "32", "--num_res_blocks", "1", "--no-progress"]
+    assert main(["train", *tiny, "--out", str(f / "run")]) == 2
+    assert f"--out {f / 'run'}: {f} is a file" in capsys.readouterr().err
+    assert main(["train", *tiny, "--out", "/sys/gensemcom-test-run"]) == 2  # not permitted, even to root
+    assert "cannot write there" in capsys.readouterr().err
+    assert main(["train", *tiny, "--out", str(tmp_path / "o"), "--num_channels", "0"]) == 2
+    assert "num_channels=0: must be at least 1" in capsys.readouterr().err

@@ -59,6 +59,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"gensemcom {name}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `gensemcom systems | head`: the reader left; nothing is wrong
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as e:
         if not isinstance(e, _known_errors()):
             raise  # a bug: the traceback is what helps

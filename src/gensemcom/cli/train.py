@@ -140,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from ..legacy import config_from_flags
     from ..train import TrainConfig, Trainer
-    from .common import check_out_dir, resolve_device
+    from .common import check_out_dir, probe_out_dir, resolve_device
 
     out_dir = args.out or args.checkpoint_dir or "runs/gesco"
     check_out_dir(out_dir)
@@ -189,6 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         num_workers=args.num_workers, instance_mode=args.instance_mode, grad_clip=args.grad_clip,
         keep_checkpoints=args.keep_checkpoints)
 
+    probe_out_dir(out_dir)  # everything is checked: say now, not at the first checkpoint, if it cannot be written
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if distributed:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
