@@ -187,6 +187,7 @@ def test_outputs_without_settings_refused(files, tmp_path, capsys):
     (["--s", "nan"], "finite"),
     (["--batch_size", "0"], "at least 1"),
     (["--num_samples", "0"], "at least 1"),
+    (["--data_dir", "somewhere"], "not used by --dataset_mode synthetic"),
 ])
 def test_refused_command_writes_nothing(files, tmp_path, capsys, typo, match):
     out = tmp_path / "o"

@@ -415,6 +415,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _fail(parser, f"--dataset_mode {args.dataset_mode!r}: use one of {sorted(DATASET_INFO)}")
     if args.dataset_mode != "synthetic" and not args.data_dir:
         _fail(parser, f"--data_dir is required for --dataset_mode {args.dataset_mode}")
+    if args.dataset_mode == "synthetic" and args.data_dir:
+        _fail(parser, "--data_dir is not used by --dataset_mode synthetic (the scenes are rendered); drop it")
 
     import numpy as np
     import torch
