@@ -273,6 +273,25 @@ def test_corrupt_png_names_the_file_before_anything_is_written(files, tmp_path, 
     assert main(folder(files, data, out)) == 0  # the fixed data runs in the same folder
 
 
+def test_image_sizes_checked_before_anything_is_written(files, tmp_path, capsys):
+    data = folder_dataset(tmp_path / "d", ["x", "y"])
+    for sub in ("images", "labels", "instances"):  # y becomes 32x96: its own batch size
+        arr = np.asarray(Image.open(data / sub / "y.png"))
+        Image.fromarray(np.concatenate([arr, arr[:, :32]], 1)).save(data / sub / "y.png")
+    out = tmp_path / "o"
+    assert main(folder(files, data, out)) == 2
+    line = one_line_error(capsys)
+    assert "y.png is 32x96" in line and "x.png is 32x64" in line and "--batch_size 1" in line
+    assert not out.exists()
+    assert main(folder(files, data, out, "--batch_size", "1")) == 0
+    assert Image.open(out / "snr_10" / "y.png").size == (96, 32)
+    for sub in ("images", "labels", "instances"):  # 32x65 cannot go through a 2-level U-Net
+        arr = np.asarray(Image.open(data / sub / "x.png"))
+        Image.fromarray(np.concatenate([arr, arr[:, :1]], 1)).save(data / sub / "x.png")
+    assert main(folder(files, data, tmp_path / "o2", "--batch_size", "1")) == 2
+    assert "x.png: 32x65" in one_line_error(capsys)
+
+
 def test_out_that_is_a_file(files, tmp_path, capsys):
     f = tmp_path / "f"
     f.write_text("x")

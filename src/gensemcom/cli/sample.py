@@ -474,8 +474,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         # model's classes stops the run here, not after hours, and leaves the folder untouched
         from tqdm.auto import tqdm
 
+        sizes: dict[tuple[int, int], int] = {}
         for i in tqdm(range(n), desc="checking data", unit="item", disable=args.no_progress, leave=False):
-            _read_item(dataset, i)
+            hw = tuple(_read_item(dataset, i)["label"].shape[-2:])
+            if hw[0] % multiple or hw[1] % multiple:
+                raise ValueError(f"{dataset.samples[i].image}: {hw[0]}x{hw[1]} after resizing to --image_size "
+                                 f"{model.config.image_size}; this model needs multiples of {multiple}")
+            sizes.setdefault(hw, i)
+            if len(sizes) > 1 and args.batch_size > 1:
+                other = next(k for k in sizes if k != hw)
+                raise ValueError(f"{dataset.samples[i].image} is {hw[0]}x{hw[1]} but "
+                                 f"{dataset.samples[sizes[other]].image} is {other[0]}x{other[1]} after resizing: "
+                                 "a batch needs one size; use --batch_size 1")
 
     settings = {
         "command": "gensemcom sample", "argv": list(sys.argv[1:] if argv is None else argv),
