@@ -1,9 +1,10 @@
 """Diff-GO^n's noise-index transmitter against GESCO on the bundled GESCO model.
 
-For each synthetic scene the transmitter generates the candidates 0 .. K_max-1 of the shared bank
-on the map the receiver will see (noiseless), scores them against the real image, and sends the
-best index of the first K (K = 1, 4, 16 by default: nested candidate sets, so one set of
-generations serves every K). GESCO regenerates from a fresh Gaussian x_T. Both receive the same
+For each synthetic scene the transmitter draws K_max distinct random bank indices (the default
+"random" candidate policy), generates them on the map the receiver will see (noiseless), scores
+them against the real image, and sends the best index of the first K (K = 1, 4, 16 by default:
+nested candidate sets, so one set of generations serves every K; K = 1 is one random entry per
+image, statistically GESCO's own Gaussian draw). GESCO regenerates from a fresh Gaussian x_T. Both receive the same
 map (same channel draws); the receiver's image is measured against the original: MS-SSIM and PSNR
 (images in [0, 1]) and mIoU of the bundled segmenter's labels against the true labels.
 
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     from gensemcom.zoo import load_gesco
 
     k_max = max(a.k)
-    diffgo = build_diffgo(None, k_max, steps=a.steps, bank_size=a.bank_size, candidate_policy="first",
+    diffgo = build_diffgo(None, k_max, steps=a.steps, bank_size=a.bank_size, candidate_policy="random",
                           channel="awgn")
     gesco = load_gesco(None, steps=a.steps)
     seg = load_segmenter("bundled")
@@ -62,10 +63,11 @@ def main(argv: list[str] | None = None) -> None:
     # the transmitter: all K_max candidates per scene, scored once
     y = diffgo.condition(labels, instances, images)
     y_rx0 = diffgo.noiseless_received(y)
+    cand_idx = diffgo.candidate_indices(a.scenes, torch.Generator().manual_seed(a.seed + 3))  # (scenes, K_max)
     cands, gen_seconds = [], []
     for i in range(a.scenes):
         t0 = time.perf_counter()
-        cands.append(torch.cat([diffgo.generate(y_rx0[i:i + 1], [k]) for k in range(k_max)]))
+        cands.append(torch.cat([diffgo.generate(y_rx0[i:i + 1], [int(k)]) for k in cand_idx[i]]))
         gen_seconds.append((time.perf_counter() - t0) / k_max)
         print(f"scene {i}: {k_max} candidates, {gen_seconds[-1]:.2f} s each", flush=True)
     scores = {}
@@ -92,9 +94,10 @@ def main(argv: list[str] | None = None) -> None:
         # at a noisy SNR every row needs a regeneration: the mIoU-selected rows only noiseless
         for score in ("ms_ssim", "miou") if math.isinf(snr) else ("ms_ssim",):
             for k in a.k:
-                best = scores[score][:, :k].argmax(1)
+                pos = scores[score][:, :k].argmax(1)
+                best = cand_idx[torch.arange(a.scenes), pos]
                 if math.isinf(snr):
-                    x = torch.stack([cands[i][int(best[i])] for i in range(a.scenes)])
+                    x = torch.stack([cands[i][int(pos[i])] for i in range(a.scenes)])
                     check = diffgo.receive(received[:1], best[:1])
                     assert torch.equal(check[0], x[0]), "receiver differs from the transmitter"
                 else:
