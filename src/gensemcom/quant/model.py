@@ -142,9 +142,11 @@ class QuantAttentionBlock(nn.Module):
     """:class:`~gensemcom.models.semantic_unet.AttentionBlock` with quantisable matmuls.
 
     Same keys (``norm``, ``qkv``, ``proj_out``). The attention is written out as the reference's
-    ``QKVAttentionLegacy`` (q and k each scaled by ``ch^(-1/4)``, softmax in float32); with
-    activation quantisation the scaled q and k, v, and the softmax probabilities (unsigned,
-    zero point 0, ``sm_bits``) are fake-quantised before their matmuls.
+    ``QKVAttentionLegacy`` (q and k each scaled by ``ch^(-1/4)``, softmax in float32) when
+    activations are quantised: the scaled q and k, v, and the softmax probabilities (unsigned,
+    zero point 0, ``sm_bits``) are fake-quantised before their matmuls. Without activation
+    quantisation it runs the fused ``scaled_dot_product_attention`` (the same maths, no
+    (tokens x tokens) matrix kept for the backward pass).
     """
 
     def __init__(self, block: AttentionBlock, act_params: Mapping[str, Any] | None = None, sm_bits: int = 8,
@@ -171,13 +173,22 @@ class QuantAttentionBlock(nn.Module):
         qkv = self.qkv(self.norm(flat))
         n, heads = hgt * wid, self.num_heads
         ch = c // heads
+        quant = self.use_act_quant and self.has_act_quant
+        if not quant:  # nothing to quantise between the matmuls: the fused kernel (same maths)
+            if self.order == "legacy":
+                z = qkv.reshape(b, heads, 3 * ch, n).transpose(-1, -2).contiguous()
+                q, k, v = z.split(ch, dim=-1)
+            else:
+                z = qkv.reshape(b, 3, heads, ch, n).transpose(-1, -2).contiguous()
+                q, k, v = z.unbind(1)
+            a = F.scaled_dot_product_attention(q, k, v)
+            return (flat + self.proj_out(a.transpose(-1, -2).reshape(b, c, n))).reshape(b, c, hgt, wid)
         if self.order == "legacy":
             q, k, v = qkv.reshape(b * heads, 3 * ch, n).split(ch, dim=1)
         else:
             q, k, v = (z.reshape(b * heads, ch, n) for z in qkv.chunk(3, dim=1))
         scale = 1 / ch ** 0.25
         q, k = q * scale, k * scale
-        quant = self.use_act_quant and self.has_act_quant
         if quant:
             q, k, v = self.act_quantizer_q(q), self.act_quantizer_k(k), self.act_quantizer_v(v)
         w = torch.einsum("bct,bcs->bts", q, k)
