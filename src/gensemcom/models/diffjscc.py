@@ -1007,7 +1007,12 @@ class DiffJSCC(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: Any, device: str | torch.device = "cpu") -> "DiffJSCC":
-        from .io import load_module
+        """Load a folder written by :meth:`save_pretrained`, or a platform trainer's ``out/model``
+        (then :meth:`from_trainer_output`)."""
+        from .io import load_module, read_config
+
+        if read_config(directory).get("condition", {}).get("kind") == "diffjscc":
+            return cls.from_trainer_output(directory, device=device)
 
         model, config = load_module(directory, lambda d: cls(DiffJSCCConfig.from_dict(d)), kind="diffjscc",
                                     device=device)

@@ -236,44 +236,8 @@ def reference_channel(z: torch.Tensor, kind: str, snr_db: float, *, noise: torch
 
 
 # ------------------------------------------------------------------------------------------------
-# Training and measuring a model (the recipe of the bundled one: scripts/train_diffjscc.sh)
+# Measuring and training a model (the recipe: scripts/train_diffjscc.sh)
 # ------------------------------------------------------------------------------------------------
-
-def train_diffjscc(model: DiffJSCC, dataset: Any, out: str | os.PathLike, *, steps: int, batch_size: int = 16,
-                   lr: float = 5e-4, warmup: int = 50, seed: int = 0, checkpoint_every: int = 100,
-                   progress: bool = True) -> dict[str, Any]:
-    """Train ``model`` end to end (encoder through the channel, U-Net) with the resumable
-    :func:`gensemcom.fit.fit` loop: AdamW, warm-up then cosine decay, gradient clipping at 1,
-    atomic checkpoints, exact resume, one seeded generator for the batch indices, timesteps,
-    SNRs, channel noise and diffusion noise. No EMA (``fit`` keeps none).
-
-    Args:
-        dataset: items with ``image`` (3, S, S) in [-1, 1] and ``class`` () int64.
-        out: run folder; the final model goes to ``out/model``.
-    """
-    from ..fit import FitConfig, fit
-
-    n = len(dataset)
-    if n == 0:
-        raise ValueError("the training set is empty")
-
-    def batches(step: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        idx = torch.randint(0, n, (batch_size,), generator=gen).tolist()
-        items = [dataset[i] for i in idx]
-        return torch.stack([it["image"] for it in items]), torch.stack([it["class"] for it in items])
-
-    device = next(model.parameters()).device
-
-    def loss_fn(m: DiffJSCC, batch: tuple[torch.Tensor, torch.Tensor], gen: torch.Generator):
-        x, c = batch
-        terms = m.training_losses(x.to(device), c.to(device) if m.config.class_label == "sent" else None,
-                                  generator=gen)
-        return terms["loss"].mean(), {k: float(terms[k].detach().mean()) for k in ("mse", "vb")}
-
-    cfg = FitConfig(out=str(out), steps=steps, batch_size=batch_size, lr=lr, seed=seed, warmup=warmup,
-                    checkpoint_every=checkpoint_every, log_every=10, schedule="cosine", grad_clip=1.0)
-    return fit(model, loss_fn, batches, cfg, progress=progress)
-
 
 def evaluate_diffjscc(model: DiffJSCC, dataset: Any, snrs_db: list[float], *, channel: str = "awgn",
                       num_images: int = 64, batch_size: int = 32, seed: int = 0, steps: int | None = None,
