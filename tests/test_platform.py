@@ -289,3 +289,12 @@ def test_no_import_cycle_between_semantics_and_data():
     tree = ast.parse(inspect.getsource(semantics))
     imported = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module]
     assert not any(m.startswith("data") for m in imported), imported
+
+
+def test_capacity_link_at_a_huge_finite_snr():
+    """1e6 dB overflowed 10 ** (snr / 10); the capacity is computed in the log domain instead."""
+    from gensemcom.channels.coded import capacity_bits, capacity_uses
+    assert capacity_bits(10, 1e6) == math.floor(10 * 1e5 * math.log2(10.0))
+    assert capacity_uses(8000, 1e6) == 1
+    out = build_system("jpeg+capacity").run(_batch(), "awgn", 1e6, torch.Generator().manual_seed(0))
+    assert not out.lost.any()

@@ -167,17 +167,18 @@ def get_mcs(mcs: str | MCS) -> MCS:
 # Ideal link
 # ------------------------------------------------------------------------------------------------
 
-def _snr_linear(snr_db: float) -> float:
-    snr_db = check_snr_db(snr_db)
-    return math.inf if snr_db == math.inf else 10.0 ** (snr_db / 10.0)
-
-
 def _capacity_per_use(snr_db: float, gain: complex | float | None) -> float:
     g2 = 1.0 if gain is None else abs(complex(gain)) ** 2
-    snr = _snr_linear(snr_db)
+    snr_db = check_snr_db(snr_db)
     if g2 == 0.0:
         return 0.0
-    return math.inf if math.isinf(snr) else math.log2(1.0 + g2 * snr)
+    if snr_db == math.inf:
+        return math.inf
+    try:
+        return math.log2(1.0 + g2 * 10.0 ** (snr_db / 10.0))
+    except OverflowError:  # a huge but finite SNR (e.g. 1e6 dB): the same in the log domain
+        a = math.log2(g2) + snr_db / 10.0 * math.log2(10.0)
+        return a + math.log2(1.0 + 2.0 ** -a)
 
 
 def capacity_bits(channel_uses: int, snr_db: float, gain: complex | float | None = None) -> int | float:
