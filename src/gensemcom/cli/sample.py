@@ -533,10 +533,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 uses[key].extend(torch.as_tensor(sent.channel_uses_per_pixel, dtype=torch.float64).flatten().tolist())
                 todo = [j for j, name in enumerate(batch_names) if not (out / f"snr_{key}" / f"{name}.png").is_file()]
                 if todo:
-                    x_T = torch.randn((len(idx), 3, *y.shape[2:]), generator=gen)
                     steps.reset(total=diffusion.num_timesteps)
                     steps.set_description(f"  SNR {key}, images {b0 + 1}-{b0 + len(idx)}: diffusion steps")
-                    x0 = system.receive(sent.received, gen, noise=x_T)
+                    x0 = system.regenerate(sent.received, gen)  # GESCO's receiver: x_T, then sampling
                     received_ids = sent.received[:, :num_classes].argmax(1)
                     for j in todo:  # the others were finished by an earlier (killed) run: same numbers
                         save_png(out / f"snr_{key}" / f"{batch_names[j]}.png", to_uint8(x0[j]))
