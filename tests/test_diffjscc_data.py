@@ -70,6 +70,22 @@ def test_cifar_missing_batch_and_bad_files(tmp_path):
         read_cifar_batch(root / "evil")
 
 
+def test_cifar_release_archive(tmp_path):
+    import tarfile
+
+    root, expected = _cifar_folder(tmp_path, skip=("data_batch_5",))
+    archive = tmp_path / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(root, arcname="cifar-10-batches-py")
+    test = CIFAR10(archive, split="test")
+    assert len(test) == 4 and test[2]["class"].item() == expected["test_batch"][1][2]
+    with pytest.raises(FileNotFoundError, match="missing data_batch_5"):
+        CIFAR10(archive, split="train")
+    (tmp_path / "junk.tar.gz").write_bytes(b"not a tar")
+    with pytest.raises(ValueError, match="neither a CIFAR-10 folder nor a readable tar"):
+        CIFAR10(tmp_path / "junk.tar.gz")
+
+
 def _fmnist_folder(tmp_path, n: int = 5, gz: bool = True):
     rng = np.random.default_rng(1)
     imgs = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)

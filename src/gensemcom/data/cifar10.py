@@ -19,7 +19,9 @@ expect maps work), ``path`` (``"cifar10/<split>/<index>"``).
 
 from __future__ import annotations
 
+import io
 import pickle
+import tarfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -51,19 +53,22 @@ def _get(d: dict, key: str) -> Any:
     return d.get(key.encode())
 
 
-def read_cifar_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """One batch file -> ``(images (N, 32, 32, 3) uint8, labels (N,) int64)``.
+def read_cifar_batch(path: str | Path, data: bytes | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """One batch file (or its bytes, ``data``) -> ``(images (N, 32, 32, 3) uint8, labels (N,) int64)``.
 
     Raises:
         FileNotFoundError: the file is missing (naming it).
         ValueError: it is not a CIFAR batch (naming what is wrong).
     """
     path = Path(path)
-    if not path.is_file():
+    if data is None and not path.is_file():
         raise FileNotFoundError(f"CIFAR-10 batch file missing: {path}")
     try:
-        with open(path, "rb") as f:
-            d = _SafeUnpickler(f, encoding="bytes").load()
+        if data is None:
+            with open(path, "rb") as f:
+                d = _SafeUnpickler(f, encoding="bytes").load()
+        else:
+            d = _SafeUnpickler(io.BytesIO(data), encoding="bytes").load()
     except (pickle.UnpicklingError, EOFError, ValueError) as e:
         raise ValueError(f"{path} is not a CIFAR-10 python batch file ({e})") from None
     if not isinstance(d, dict) or _get(d, "data") is None or _get(d, "labels") is None:
@@ -92,12 +97,27 @@ def write_cifar_batch(path: str | Path, images: np.ndarray, labels: Sequence[int
         pickle.dump(d, f, protocol=2)
 
 
+def _read_tar(path: Path, split: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The split's batches read straight from ``cifar-10-python.tar.gz`` (no extraction)."""
+    try:
+        tar = tarfile.open(path, "r:*")
+    except tarfile.TarError as e:
+        raise ValueError(f"{path} is neither a CIFAR-10 folder nor a readable tar archive ({e})") from None
+    with tar:
+        members = {Path(m.name).name: m for m in tar.getmembers() if m.isfile()}
+        missing = [name for name in _SPLITS[split] if name not in members]
+        if missing:
+            raise FileNotFoundError(f"CIFAR-10 {split} split in {path} is incomplete: missing {', '.join(missing)}")
+        return [read_cifar_batch(f"{path}:{name}", tar.extractfile(members[name]).read())
+                for name in _SPLITS[split]]
+
+
 class CIFAR10(Dataset):
     """CIFAR-10 from a local ``cifar-10-batches-py`` folder (no download).
 
     Args:
         root: the folder holding ``data_batch_*`` / ``test_batch`` (or its parent, which holds
-            ``cifar-10-batches-py``).
+            ``cifar-10-batches-py``), or the release archive ``cifar-10-python.tar.gz`` itself.
         split: ``"train"`` (50,000) or ``"test"`` (10,000).
         num_images: keep the first N (None: all).
 
@@ -109,16 +129,20 @@ class CIFAR10(Dataset):
 
     def __init__(self, root: str | Path, split: str = "train", num_images: int | None = None) -> None:
         root = Path(root)
-        if not (root / _SPLITS["test"][0]).exists() and (root / "cifar-10-batches-py").is_dir():
-            root = root / "cifar-10-batches-py"
         if split not in _SPLITS:
             raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-        if not root.is_dir():
-            raise FileNotFoundError(f"CIFAR-10 folder not found: {root} (unpack cifar-10-python.tar.gz there)")
-        missing = [name for name in _SPLITS[split] if not (root / name).is_file()]
-        if missing:
-            raise FileNotFoundError(f"CIFAR-10 {split} split in {root} is incomplete: missing {', '.join(missing)}")
-        parts = [read_cifar_batch(root / name) for name in _SPLITS[split]]
+        if root.is_file():
+            parts = _read_tar(root, split)
+        else:
+            if not (root / _SPLITS["test"][0]).exists() and (root / "cifar-10-batches-py").is_dir():
+                root = root / "cifar-10-batches-py"
+            if not root.is_dir():
+                raise FileNotFoundError(f"CIFAR-10 folder not found: {root} (unpack cifar-10-python.tar.gz "
+                                        "there, or pass the .tar.gz itself)")
+            missing = [name for name in _SPLITS[split] if not (root / name).is_file()]
+            if missing:
+                raise FileNotFoundError(f"CIFAR-10 {split} split in {root} is incomplete: missing {', '.join(missing)}")
+            parts = [read_cifar_batch(root / name) for name in _SPLITS[split]]
         self.images = np.concatenate([p[0] for p in parts])
         self.labels = np.concatenate([p[1] for p in parts])
         if num_images is not None:

@@ -553,7 +553,7 @@ class SemanticUNet(nn.Module):
         c = self.config
         if not c.label_channels:
             # A map-free network takes y=None, or an empty (B, 0, H, W) placeholder.
-            if y is not None and (y.ndim != 4 or y.shape[1] != 0):
+            if y is not None and (isinstance(y, SemanticCondition) or y.ndim != 4 or y.shape[1] != 0):
                 raise ValueError(f"this model has no semantic map input (label_channels=0) but was given "
                                  f"y of shape {tuple(y.shape)}; pass y=None")
             if branches != 1:
