@@ -49,6 +49,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=2000, help="the synthetic scenes' seed (not the training one)")
     p.add_argument("--codec", default="jpegxl")
     p.add_argument("--qualities", default="30,70")
+    p.add_argument("--label_codec", default="jpegxl", help="SPIC's map codec (FLIF's successor by default)")
     p.add_argument("--variants", default="ddpm:noised,ddpm:coarse,ddim:noised")
     p.add_argument("--guidance", type=float, default=None)
     p.add_argument("--batch", type=int, default=8)
@@ -58,7 +59,6 @@ def main() -> None:
 
     seg = load_segmenter("bundled")
     probe = load_spic(a.model)
-    h, w = probe.model.config.image_size, None
     data = SyntheticScenes(a.scenes, seed=a.seed)
     items = [data[i] for i in range(len(data))]
     images = torch.stack([it["image"] for it in items])
@@ -86,7 +86,7 @@ def main() -> None:
         total_bits = None
         for method, start in variants:
             sp = load_spic(a.model, image_codec=a.codec, quality=q, method=method, start=start,
-                           guidance_scale=a.guidance)
+                           guidance_scale=a.guidance, label_codec=a.label_codec)
             g = torch.Generator().manual_seed(a.sample_seed)
             outs, bits, t0 = [], [], time.time()
             for i in range(0, len(images), a.batch):
@@ -113,9 +113,10 @@ def main() -> None:
             full_bpp.append(0.0 if data_f is None else 8 * len(data_f) / (h * w))
         score("coarse-up (equal bits)", torch.cat(up), up_bpp, {"quality": q})
         score(f"{a.codec} full-res (equal bits)", torch.cat(full), full_bpp, {"quality": q})
-        score("coarse-up (SPIC's coarse alone)", upsample(torch.stack(
-            [_from_u8(decode_image(f, a.codec)) for f in [p.image_file for p in sp.encode(images, labels)]]), (h, w)),
-            [b / (h * w) for b in [8 * len(p.image_file) for p in sp.encode(images, labels)]], {"quality": q})
+        files = [pl.image_file for pl in sp.encode(images, labels)]
+        score("coarse-up (SPIC's coarse file alone)", upsample(torch.stack(
+            [_from_u8(decode_image(f, a.codec)) for f in files]), (h, w)), [8 * len(f) / (h * w) for f in files],
+            {"quality": q})
     if a.out:
         Path(a.out).write_text(json.dumps({"args": vars(a), "rows": rows}, indent=1) + "\n")
 

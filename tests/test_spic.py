@@ -103,7 +103,7 @@ def test_spic_compat_rate(cfg, built, io):
     for i in range(x0.shape[0]):
         grey = spic_label_grey(labels[i].numpy())
         assert grey.max() == 255 or not (labels[i] == 255).any()
-        want = 8 * (len(encode_image(_uint8(bil)[i], "jpeg", 60)) + len(encode_labels(grey, "png")))
+        want = 8 * (len(encode_image(_uint8(bil)[i], "jpeg", 60)) + len(encode_labels(grey, sp.label_codec)))
         assert bits[i] == want
         assert bpp[i] == want / SPIC_FIXED_PIXELS
     # it is not what is sent: the sent coarse file codes the area downsample
@@ -262,7 +262,7 @@ def test_system_capacity_and_rayleigh(cfg, short, io):
 
 def test_system_map_lost_shows_coarse(cfg, short, io):
     """Only the map lost: the upsampled coarse image is shown."""
-    sp = make(cfg, short, image_codec="jpeg", quality=50, start="coarse")
+    sp = make(cfg, short, image_codec="jpeg", quality=50, start="coarse", label_codec="png")
     system = SPICSystem(sp, link="capacity")
     batch = _batch(cfg, io)
     sent = system.transport.send

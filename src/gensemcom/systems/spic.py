@@ -5,7 +5,7 @@ Models", arXiv 2310.15737 (code: frapez1/SPIC). The whole pipeline::
 
     image (B,3,H,W) in [-1,1], labels (B,H,W) class ids (ignore 255)
       transmitter:
-        labels ------------------------------ lossless label codec (PNG / WebP / JPEG XL) --> map file
+        labels ------------------------------ lossless label codec (JPEG XL / PNG / WebP) --> map file
         image --area downsample to (small_size, large_size) = (h, w)--> uint8 --image codec
                  (HEVC-intra, JPEG XL, JPEG 2000, WebP, JPEG; a quality or a bit budget)---> coarse file
       link: the two files (ideal bits, 5G LDPC at an MCS, or the capacity link)
@@ -439,7 +439,8 @@ class SPIC:
             middle of the codec's range).
         coarse_bpp: instead of a quality, the best quality whose coarse file fits in
             ``coarse_bpp * H * W`` bits (per full-image pixel); a codec that cannot is an error.
-        label_codec: ``"png"``, ``"webp"`` or ``"jpegxl"`` (all lossless).
+        label_codec: ``"jpegxl"`` (default: lossless JPEG XL, the successor of SPIC's FLIF and the
+            smallest of the three on label maps), ``"png"`` or ``"webp"`` (all lossless).
         chroma: the image codec's chroma setting (None: its usual).
         guidance_scale: SPIC's ``s`` (1.5), on the map only.
         method, eta: ``"ddpm"`` (SPIC) or ``"ddim"`` (eta for ddim).
@@ -456,7 +457,7 @@ class SPIC:
     image_codec: str = "hevc"
     quality: int | None = None
     coarse_bpp: float | None = None
-    label_codec: str = "png"
+    label_codec: str = "jpegxl"
     chroma: str | None = None
     guidance_scale: float = 1.5
     method: str = "ddpm"
@@ -883,20 +884,20 @@ def _build(arg: str | None, o: SystemOptions, link: str) -> System:
     return SPICSystem(sp, link=link, mcs=o.mcs)
 
 
-_SENDS = "the label map (lossless PNG) + a coarse image (HEVC-intra by default) as bits"
+_SENDS = "the label map (lossless JPEG XL) + a coarse image (HEVC-intra by default) as bits"
 _RECEIVER = "SPIC's diffusion model: map via SPADE, upsampled coarse image concatenated, guided DDPM"
 
 
 @register_system("spic", usage="spic[:FOLDER][:CODEC]", sends=_SENDS, receiver=_RECEIVER,
                  description="SPIC (Pezone et al. 2023): map + coarse image over 5G LDPC at --mcs",
-                 cost="bits: map PNG + coarse HEVC; as many LDPC channel uses as they need")
+                 cost="bits: map JPEG XL + coarse HEVC; as many LDPC channel uses as they need")
 def _spic(arg: str | None, o: SystemOptions) -> System:
     return _build(arg, o, "ldpc")
 
 
 @register_system("spic+capacity", usage="spic+capacity[:FOLDER][:CODEC]", sends=_SENDS, receiver=_RECEIVER,
                  description="SPIC with both files over an ideal capacity-achieving code",
-                 cost="bits: map PNG + coarse HEVC at log2(1 + SNR) bits per channel use")
+                 cost="bits: map JPEG XL + coarse HEVC at log2(1 + SNR) bits per channel use")
 def _spic_capacity(arg: str | None, o: SystemOptions) -> System:
     return _build(arg, o, "capacity")
 
