@@ -319,8 +319,11 @@ def test_full_size_manifest():
             check(EncoderConfig.from_yaml(yaml, kind).build(), m[f"enc_{kind}"], f"{kind} encoder")
         con_dim = m["proto_diffusion"]["state_dict"]["con_embd.weight"][1]
         con_emb = m["proto_diffusion"]["state_dict"]["con_embd.weight"][0]
-        check(VDiffusionUNet(con_dim=con_dim, con_emb=con_emb), m["proto_diffusion"], "prototype")
-        check(PrototypeAutoencoder(), m["proto_autoencoder"], "prototype autoencoder")
+        width = m["proto_diffusion"]["state_dict"]["net.0.main.0.weight"][0]
+        check(VDiffusionUNet(base_width=width, con_dim=con_dim, con_emb=con_emb), m["proto_diffusion"], "prototype")
+        ae_sd = m["proto_autoencoder"]["state_dict"]
+        hidden = [ae_sd[f"encoder.{i}.0.weight"][0] for i in range(len(ae_sd)) if f"encoder.{i}.0.weight" in ae_sd]
+        check(PrototypeAutoencoder(hidden_dims=hidden), m["proto_autoencoder"], "prototype autoencoder")
 
 
 def test_unet_config_round_trip(cfg):
