@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            running.append(float(loss))
+            running.append(loss.item())
             if step % a.eval_every == 0 or step == a.steps:
                 model.eval()
                 vg = val_loss(model, noise_v)
