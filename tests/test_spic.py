@@ -357,3 +357,24 @@ def test_seed_commands_run(tmp_path):
     item = SyntheticScenes(1, seed=2000)[0]
     bits = 8 * (len(hevc) + len(encode_labels(item["label"].numpy(), "jpegxl")))
     assert res["bpp_sent"] == bits / item["label"].numel()
+
+
+def test_spec_options(cfg, built, tmp_path):
+    from gensemcom.systems.spic import _parse_arg
+    assert _parse_arg("runs/m:jpegxl:start=coarse:method=ddim:quality=40") == (
+        "runs/m", "jpegxl", {"start": "coarse", "method": "ddim", "quality": 40})
+    assert _parse_arg("hevc") == (None, "hevc", {})
+    with pytest.raises(ValueError, match="unknown SPIC option 'speed'"):
+        _parse_arg("speed=3")
+    with pytest.raises(ValueError, match="expected int"):
+        _parse_arg("quality=high")
+    model, _ = built
+    c = cfg["config"]
+    full = spic_model_and_diffusion(shlex.split(cfg["config_flags"]) + ["--max_iter_time", "1000"])[1]
+    folder = save_spic(tmp_path / "m", model, full, num_classes=c["num_classes"],
+                       coarse_size=(c["small_size"], c["large_size"]))
+    sys_ = build_system(f"spic:{folder}:webp:start=coarse:method=ddim:quality=33:max_iter_time=50:guidance=2",
+                        SystemOptions())
+    sp = sys_.spic
+    assert (sp.image_codec, sp.start, sp.method, sp.quality, sp.guidance_scale) == ("webp", "coarse", "ddim", 33, 2.0)
+    assert sp.diffusion.timesteps[-1] <= 50

@@ -853,16 +853,31 @@ class SPICSystem(System):
 # Registration: spic[:FOLDER][:CODEC]
 # ------------------------------------------------------------------------------------------------
 
-def _parse_arg(arg: str | None) -> tuple[str | None, str | None]:
-    """``"FOLDER:CODEC"``, ``"FOLDER"`` or ``"CODEC"`` -> (folder, codec)."""
+#: ``KEY=VALUE`` options of the system spec and their types
+_SPEC_OPTIONS = {"start": str, "method": str, "rate": str, "label_codec": str, "quality": int, "coarse_bpp": float,
+                 "guidance": float, "eta": float, "max_iter_time": int, "respacing": str}
+
+
+def _parse_arg(arg: str | None) -> tuple[str | None, str | None, dict[str, Any]]:
+    """``FOLDER``, ``CODEC`` and ``KEY=VALUE`` tokens separated by ``:``, in any order ->
+    (folder, codec, options); e.g. ``runs/m:jpegxl:start=coarse:method=ddim``."""
     if not arg:
-        return None, None
-    head, sep, tail = arg.rpartition(":")
-    if sep and tail in IMAGE_CODECS:
-        return head or None, tail
-    if arg in IMAGE_CODECS:
-        return None, arg
-    return arg, None
+        return None, None, {}
+    folder_parts, codec, opts = [], None, {}
+    for tok in arg.split(":"):
+        if "=" in tok:
+            key, _, value = tok.partition("=")
+            if key not in _SPEC_OPTIONS:
+                raise ValueError(f"unknown SPIC option {key!r} in {arg!r}; known: {', '.join(_SPEC_OPTIONS)}")
+            try:
+                opts[key] = _SPEC_OPTIONS[key](value)
+            except ValueError:
+                raise ValueError(f"SPIC option {key}={value!r}: expected {_SPEC_OPTIONS[key].__name__}") from None
+        elif tok in IMAGE_CODECS and codec is None:
+            codec = tok
+        elif tok:
+            folder_parts.append(tok)
+    return (":".join(folder_parts) or None), codec, opts
 
 
 def _default_folder() -> Path:
@@ -875,12 +890,13 @@ def _default_folder() -> Path:
 
 
 def _build(arg: str | None, o: SystemOptions, link: str) -> System:
-    folder, codec = _parse_arg(arg)
-    kwargs: dict[str, Any] = {}
+    folder, codec, opts = _parse_arg(arg)
+    kwargs: dict[str, Any] = {k: v for k, v in opts.items() if k not in ("guidance", "max_iter_time", "respacing")}
     if codec is not None:
         kwargs["image_codec"] = codec
-    sp = load_spic(folder if folder is not None else _default_folder(), device=o.device,
-                   guidance_scale=o.guidance_scale, **kwargs)
+    guidance = opts.get("guidance", o.guidance_scale)
+    sp = load_spic(folder if folder is not None else _default_folder(), device=o.device, guidance_scale=guidance,
+                   max_iter_time=opts.get("max_iter_time"), timestep_respacing=opts.get("respacing"), **kwargs)
     return SPICSystem(sp, link=link, mcs=o.mcs)
 
 
@@ -888,14 +904,17 @@ _SENDS = "the label map (lossless JPEG XL) + a coarse image (HEVC-intra by defau
 _RECEIVER = "SPIC's diffusion model: map via SPADE, upsampled coarse image concatenated, guided DDPM"
 
 
-@register_system("spic", usage="spic[:FOLDER][:CODEC]", sends=_SENDS, receiver=_RECEIVER,
-                 description="SPIC (Pezone et al. 2023): map + coarse image over 5G LDPC at --mcs",
+@register_system("spic", usage="spic[:FOLDER][:CODEC][:KEY=VALUE...]", sends=_SENDS, receiver=_RECEIVER,
+                 description="SPIC (Pezone et al. 2023): map + coarse image over 5G LDPC at --mcs; options "
+                             "start=noised|coarse, method=ddpm|ddim, quality=, coarse_bpp=, rate=sent|spic, "
+                             "label_codec=, guidance=, max_iter_time=, respacing=",
                  cost="bits: map JPEG XL + coarse HEVC; as many LDPC channel uses as they need")
 def _spic(arg: str | None, o: SystemOptions) -> System:
     return _build(arg, o, "ldpc")
 
 
-@register_system("spic+capacity", usage="spic+capacity[:FOLDER][:CODEC]", sends=_SENDS, receiver=_RECEIVER,
+@register_system("spic+capacity", usage="spic+capacity[:FOLDER][:CODEC][:KEY=VALUE...]", sends=_SENDS,
+                 receiver=_RECEIVER,
                  description="SPIC with both files over an ideal capacity-achieving code",
                  cost="bits: map JPEG XL + coarse HEVC at log2(1 + SNR) bits per channel use")
 def _spic_capacity(arg: str | None, o: SystemOptions) -> System:
