@@ -49,6 +49,11 @@ def test_second_writer_is_refused_and_named_then_a_dead_holder_is_taken_over(tmp
         err = capsys.readouterr().err
         assert f"is being written by pid {holder.pid} on host {socket.gethostname()}" in err
         assert not (out / "records").exists()  # nothing computed, nothing written
+        # demo --fresh does not delete a folder that another process writes
+        from gensemcom.cli.demo import main as demo
+        (out / "keep.txt").write_text("x")
+        assert demo(["--out", str(out), "--fresh", "--no-progress"]) == 2
+        assert (out / "keep.txt").is_file() and f"pid {holder.pid}" in capsys.readouterr().err
         # the merge into a folder being written is refused too
         with pytest.raises(FolderLockedError, match=f"pid {holder.pid}"):
             from gensemcom.evaluate import merge_records

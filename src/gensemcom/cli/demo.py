@@ -75,13 +75,17 @@ def _run(args: argparse.Namespace) -> int:
     from ..evaluate import Sweep, SweepConfig, build_segmenters
     from ..plot import load_results, make_plots
     from ..systems.registry import SystemOptions, build_system
-    from .common import check_out_dir, resolve_device
+    from ..folderlock import FolderLock
+    from .common import check_out_dir, probe_out_dir, resolve_device
     from .evaluate import channel_list, system_list
 
     out = check_out_dir(args.out)
     device = str(resolve_device(args.device))
     if args.fresh and out.exists():
+        with FolderLock(out, "rank0", info={"rank": 0, "world": 1}):
+            pass  # refuses (naming the holder) while another process writes the folder
         shutil.rmtree(out)
+    probe_out_dir(out)
     t0 = time.perf_counter()
     config = SweepConfig(channels=channel_list(args.channels), snrs=args.snr, samples=args.samples, seed=args.seed,
                          batch_size=4, save_images=2)

