@@ -21,6 +21,7 @@ COMMANDS = {
     "systems": "list the registered systems: what each sends, its receiver and its channel-use cost",
     "train_jscc": "train the Deep JSCC baseline on synthetic scenes",
     "train_segmenter": "train the small segmenter used for mIoU on synthetic scenes",
+    "quantize": "Q-GESCO post-training quantisation (accepts quantize_model.py flags): packed int8/int4 + accounting",
 }
 
 

@@ -43,6 +43,7 @@ __all__ = [
     "load_qgesco_state_dict",
     "load_qgesco_checkpoint",
     "enable_adaround",
+    "load_act_quantizers",
 ]
 
 _QUANTISABLE = (nn.Conv2d, nn.Conv1d, nn.Linear)
@@ -355,16 +356,9 @@ def load_qgesco_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tens
             q.set_scale(delta.to(part.device, part.dtype), zero.to(part.device, part.dtype))
             q.enable_adaround(alpha=alpha.to(part.device, part.dtype))
             q.rounding = "hard"
-        for name, a in zip(["act_quantizer", "act_quantizer_0"], layer.act_quantizers()):
-            key = f"{path}.{name}"
-            if f"{key}.delta" in sd:
-                a.delta = nn.Parameter(sd.pop(f"{key}.delta").reshape(()).clone())
-                a.zero_point = sd.pop(f"{key}.zero_point").reshape(()).clone()
-                for extra in ("x_min", "x_max"):
-                    if f"{key}.{extra}" in sd:
-                        setattr(a, extra, sd.pop(f"{key}.{extra}").reshape(()).clone())
     if missing:
         raise ValueError(f"the checkpoint lacks {len(missing)} quantiser entries, e.g. {missing[:3]}")
+    load_act_quantizers(model, sd)
     own = {k for k in model.state_dict() if ".weight_quantizer" not in k and ".act_quantizer" not in k}
     unknown = sorted(k for k in sd if k not in own)
     if unknown:
@@ -380,8 +374,20 @@ def load_qgesco_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tens
             if target.shape != v.shape:
                 raise ValueError(f"{k}: checkpoint shape {tuple(v.shape)}, model {tuple(target.shape)}")
             target.copy_(v)
-    set_quant_state(model, weight=True, act=any(layer.act_quantizers() and layer.act_quantizer.inited
-                                                for layer in layers.values()))
+    set_quant_state(model, weight=True, act=any(a.inited for m in model.modules() if isinstance(m, ActQuantizer)
+                                                for a in [m]))
+
+
+def load_act_quantizers(model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    """Pop every ``<quantiser>.{delta,zero_point,x_min,x_max}`` entry into the model's activation
+    quantisers (they hold no state until initialised, so load_state_dict cannot place them)."""
+    for name, m in model.named_modules():
+        if isinstance(m, ActQuantizer) and f"{name}.delta" in tensors:
+            m.delta = torch.nn.Parameter(tensors.pop(f"{name}.delta").reshape(()).clone())
+            m.zero_point = tensors.pop(f"{name}.zero_point").reshape(()).clone()
+            for k in ("x_min", "x_max"):
+                if f"{name}.{k}" in tensors:
+                    setattr(m, k, tensors.pop(f"{name}.{k}").reshape(()).clone())
 
 
 def load_qgesco_checkpoint(model: nn.Module, path: str) -> None:

@@ -29,7 +29,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..models.semantic_unet import SemanticUNet, SemanticUNetConfig
-from .model import QuantLayer, quant_layers, quantize_model, set_quant_state
+from .model import QuantLayer, load_act_quantizers, quant_layers, quantize_model, set_quant_state
 from .quantizers import ActQuantizer
 
 __all__ = ["KIND", "pack_nibbles", "unpack_nibbles", "save_packed", "load_packed", "packed_state"]
@@ -136,18 +136,6 @@ def save_packed(directory: str | os.PathLike, model: SemanticUNet, extra: dict[s
     return directory
 
 
-def _load_act_quantizers(model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
-    """Pop every ``<quantiser>.{delta,zero_point,x_min,x_max}`` entry into the model's activation
-    quantisers (they hold no state until initialised, so load_state_dict cannot place them)."""
-    for name, m in model.named_modules():
-        if isinstance(m, ActQuantizer) and f"{name}.delta" in tensors:
-            m.delta = torch.nn.Parameter(tensors.pop(f"{name}.delta").reshape(()).clone())
-            m.zero_point = tensors.pop(f"{name}.zero_point").reshape(()).clone()
-            for k in ("x_min", "x_max"):
-                if f"{name}.{k}" in tensors:
-                    setattr(m, k, tensors.pop(f"{name}.{k}").reshape(()).clone())
-
-
 def load_packed(directory: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[SemanticUNet, dict]:
     """Read a folder of :func:`save_packed` -> (fake-quantised model in eval mode, config)."""
     directory = Path(directory)
@@ -191,7 +179,7 @@ def load_packed(directory: str | os.PathLike, device: str | torch.device = "cpu"
         for k, e in config["floats"].items():
             n = int(torch.tensor(e["shape"]).prod()) if e["shape"] else 1
             state[k] = floats[e["offset"]: e["offset"] + n].reshape(e["shape"]).clone()
-        _load_act_quantizers(model, state)
+        load_act_quantizers(model, state)
         missing = model.load_state_dict(state, strict=False)
         lacking = [k for k in missing.missing_keys if "_quantizer" not in k and k not in
                    {f"{p}.weight" for p in layers} and ".spade_norm." not in k]
