@@ -63,4 +63,6 @@ def test_small_run_writes_both_formats(tmp_path) -> None:
     with torch.no_grad():
         a, b = packed(x, torch.tensor([300]), y), q(x, torch.tensor([300]), y)
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
-    assert (out / "quantized_model.pth").stat().st_size > 1.9 * (out / "packed" / "model.safetensors").stat().st_size * 4
+    # Q-GESCO's layout (fp32 weights + fp32 alpha) is about 8x our packed int8 file
+    pth = (out / "quantized_model.pth").stat().st_size
+    assert pth > 7 * (out / "packed" / "model.safetensors").stat().st_size
