@@ -20,6 +20,7 @@ asymmetric model's weights are re-rounded onto the symmetric grid.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import tempfile
@@ -107,13 +108,14 @@ def quantize_onnx(fp_path: str | os.PathLike, out_path: str | os.PathLike,
         def get_next(self) -> dict | None:
             return next(self.it, None)
 
-    with tempfile.TemporaryDirectory() as tmp:
+    fp_path, out_path = Path(fp_path).resolve(), Path(out_path).resolve()
+    with tempfile.TemporaryDirectory() as tmp, contextlib.chdir(tmp):  # ORT writes scratch files to the cwd
         pre = os.path.join(tmp, "pre.onnx")
         quant_pre_process(str(fp_path), pre, skip_symbolic_shape=True)
         quantize_static(pre, str(out_path), Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         op_types_to_quantize=list(op_types), calibrate_method=CalibrationMethod.MinMax)
-    return Path(out_path)
+    return out_path
 
 
 class OrtNetwork(nn.Module):
