@@ -161,3 +161,6 @@ def test_collect_calibration_from_the_sampler(bundled_gesco, kind) -> None:
         collect_calibration(gesco, maps, 1, 1, kind="qdiff")
     with pytest.raises(ValueError, match="exceeds"):
         collect_calibration(gesco, maps, 1, steps + 1)
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")

@@ -66,3 +66,6 @@ def test_small_run_writes_both_formats(tmp_path) -> None:
     # Q-GESCO's layout (fp32 weights + fp32 alpha) is about 8x our packed int8 file
     pth = (out / "quantized_model.pth").stat().st_size
     assert pth > 7 * (out / "packed" / "model.safetensors").stat().st_size
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")

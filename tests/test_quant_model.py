@@ -195,3 +195,6 @@ def test_activation_quantisation_runs_and_is_close(fp_model) -> None:
         assert all(a.inited for _, layer in quant_layers(q) for a in layer.act_quantizers())
         err = float((out - IO["fp_out"]).abs().max())
         assert 0 < err < 0.1 * float(IO["fp_out"].abs().max())
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")

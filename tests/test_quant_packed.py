@@ -111,3 +111,6 @@ def test_load_packed_errors(tmp_path) -> None:
         load_packed(bundled_path("gesco_synthetic"))
     with pytest.raises(ValueError, match="quantize_model"):
         save_packed(tmp_path / "x", model_and_diffusion_from_flags(CFG["gesco_config"])[0])
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")

@@ -258,3 +258,6 @@ def test_default_activation_running_update_keeps_zero_in_range() -> None:
     a.running_stat = True
     a(REF["act_running_x2"])
     assert 0 <= float(a.zero_point) <= 255
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")

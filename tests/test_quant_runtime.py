@@ -88,3 +88,6 @@ def test_int8_graph_samples(setup) -> None:
         b = diffusion.sample(model, cali.cs[:1], noise=noise, guidance_scale=2.0)
     assert a.shape == b.shape and torch.isfinite(a).all()
     assert float((a - b).abs().mean()) < 0.1
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")

@@ -60,3 +60,6 @@ def test_qgesco_w8a8_spec() -> None:
     assert s.config()["quant"]["act_bits"] == 8
     out = s.run(batch(1), "awgn", 10.0, torch.Generator().manual_seed(0))
     assert torch.isfinite(out.images).all()
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")
