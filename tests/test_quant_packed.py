@@ -14,7 +14,7 @@ from gensemcom.diffusion import DiffusionConfig, GaussianDiffusion
 from gensemcom.legacy import model_and_diffusion_from_flags
 from gensemcom.models.io import load_pretrained
 from gensemcom.quant.model import load_qgesco_state_dict, quantize_model, set_quant_state
-from gensemcom.quant.packed import load_packed, pack_nibbles, save_packed, unpack_nibbles
+from gensemcom.quant.packed import load_packed, load_quantized, pack_nibbles, save_packed, unpack_nibbles
 from gensemcom.zoo import bundled_path
 
 DATA = Path(__file__).parent / "data" / "qgesco"
@@ -102,6 +102,28 @@ def test_packed_model_samples_as_the_fake_quantised_one(bundled, tmp_path) -> No
         with torch.no_grad():
             outs.append(diffusion.sample(net, y, noise=noise, guidance_scale=2.0))
     torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=1e-6)
+
+
+def test_load_quantized_either_format(tmp_path) -> None:
+    """What quant_sampling.py --resume --cali_ckpt needs: a .pth in Q-GESCO's layout (with the fp
+    model's flags) or a packed folder, giving the same network."""
+    fp = load_file(str(DATA / "qgesco_tiny_public_fp_weights.safetensors"))
+    qk = load_file(str(DATA / "qgesco_tiny_public_qckpt_quant.safetensors"))
+    torch.save({k: qk[k] if k in qk else fp[k[len("model."):]] for k, _, _ in CFG["qckpt_keys"]},
+               tmp_path / "quantized_model.pth")
+    model, _ = model_and_diffusion_from_flags(CFG["gesco_config"])
+    model.load_state_dict(fp)
+    wb = CFG["weight_quant_params"]["n_bits"]
+    q = load_quantized(tmp_path / "quantized_model.pth", model.eval(), weight_bits=wb)
+    save_packed(tmp_path / "p", q)
+    q2 = load_quantized(tmp_path / "p")
+    x, t, y = IO["x"].clone(), IO["t"].clone(), IO["y"].clone()
+    with torch.no_grad():
+        a, b = q(x, t, y), q2(x, t, y)
+    assert torch.equal(a, b)
+    assert float((a - IO["q_w8_adaround_out"]).abs().max()) <= 1e-5 * float(IO["q_w8_adaround_out"].abs().max())
+    with pytest.raises(ValueError, match="fp model"):
+        load_quantized(tmp_path / "quantized_model.pth")
 
 
 def test_load_packed_errors(tmp_path) -> None:

@@ -32,7 +32,7 @@ from ..models.semantic_unet import SemanticUNet, SemanticUNetConfig
 from .model import QuantLayer, load_act_quantizers, quant_layers, quantize_model, set_quant_state
 from .quantizers import ActQuantizer
 
-__all__ = ["KIND", "pack_nibbles", "unpack_nibbles", "save_packed", "load_packed", "packed_state"]
+__all__ = ["KIND", "pack_nibbles", "unpack_nibbles", "save_packed", "load_packed", "packed_state", "load_quantized"]
 
 KIND = "quantized_semantic_unet"
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
@@ -190,3 +190,27 @@ def load_packed(directory: str | os.PathLike, device: str | torch.device = "cpu"
     set_quant_state(model, weight=False, act=bool(q.get("act_bits")))
     model.packed_from = str(directory)
     return model.to(device).eval(), config
+
+
+def load_quantized(source: str | os.PathLike, fp_model: SemanticUNet | None = None, *, weight_bits: int = 8,
+                   act_bits: int | None = None, split: bool = False, compat: str | None = "qgesco",
+                   device: str | torch.device = "cpu") -> SemanticUNet:
+    """A quantised model for sampling from either format (what ``quant_sampling.py --resume
+    --cali_ckpt`` needs): a packed folder (self-describing), or a Q-GESCO ``quantized_model.pth``
+    loaded into a copy of ``fp_model`` wrapped with the given settings (Q-GESCO's README run:
+    8-bit weights, no activation quantisation; its ``--split`` had no effect, so ``split=False``).
+    """
+    import copy
+
+    from .model import load_qgesco_checkpoint
+
+    path = Path(source)
+    if path.is_dir():
+        return load_packed(path, device=device)[0]
+    if not path.is_file():
+        raise FileNotFoundError(f"quantised model {path} not found")
+    if fp_model is None:
+        raise ValueError(f"{path} is a Q-GESCO checkpoint: pass the fp model it was made from (its flags)")
+    q = quantize_model(copy.deepcopy(fp_model).float(), weight_bits, act_bits, split=split, compat=compat, init=False)
+    load_qgesco_checkpoint(q, str(path))
+    return q.to(device).eval()
