@@ -6,10 +6,12 @@ PY := $(VENV)/bin/python
 .PHONY: demo test test-quick lint bench install
 
 $(VENV)/.installed: pyproject.toml constraints.txt
-	@# the real photos of the demo (Debian's labelme-examples); without root or apt the demo notes and skips them
-	@dpkg -s labelme-examples >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
-		(apt-get install -y -q labelme-examples >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q labelme-examples >/dev/null 2>&1)) ; } || \
-		echo "note: labelme-examples not installed (sudo apt-get install labelme-examples); the demo will skip its photos"
+	@# data from Debian's packages: the demo's real photos (labelme-examples) and Fashion-MNIST (the
+	@# Diff-JSCC model's data); without root or apt the demo notes and skips what is missing
+	@for pkg in labelme-examples dataset-fashion-mnist; do \
+		dpkg -s $$pkg >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		(apt-get install -y -q $$pkg >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q $$pkg >/dev/null 2>&1)) ; } || \
+		echo "note: $$pkg not installed (sudo apt-get install $$pkg); the demo will skip what needs it"; done
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e ".[test]"
