@@ -61,3 +61,37 @@ def test_shards_get_an_even_share_of_every_system(tmp_path, world):
     # every rank computes the same plan
     for rank in range(world):
         assert _sweep(tmp_path, world=world, rank=rank)._plan() == (plan, [])
+
+
+def test_busy_machine_gets_fewer_torch_threads(monkeypatch, capsys):
+    """Torch's thread per core fights other busy processes (26 min instead of 6 for the demo at
+    load 8 on 2 cores): the commands use the cores that are free, and restore torch's setting."""
+    import os
+
+    import torch
+
+    from gensemcom.cli.evaluate import auto_threads, torch_threads
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.2, 0.0, 0.0))
+    assert auto_threads() == 4
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # two torchrun processes share the cores
+    assert auto_threads() == 2
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    monkeypatch.setattr(os, "getloadavg", lambda: (8.4, 8.0, 7.0))
+    assert auto_threads() == 1
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with torch_threads(None, "demo"):
+            assert torch.get_num_threads() == 1
+        assert "the machine is busy (load 8.4); using 1 torch thread" in capsys.readouterr().err
+        assert torch.get_num_threads() == 2
+        with torch_threads(3, "demo"):  # --threads wins
+            assert torch.get_num_threads() == 3
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")  # so does the environment
+        with torch_threads(None, "demo"):
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -57,6 +57,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=positive_int, default=10, help="DDIM steps of GESCO")
     p.add_argument("--samples", type=positive_int, default=1, help="GESCO draws per map")
     p.add_argument("--fresh", action="store_true", help="discard saved results in --out first")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="torch threads (default: OMP_NUM_THREADS, else the cores not busy)")
     return p
 
 
@@ -71,11 +73,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from .evaluate import torch_threads
+    with torch_threads(args.threads, "demo"):
+        return _demo(args)
+
+
+def _demo(args: argparse.Namespace) -> int:
     from ..data.evalsets import build_eval_data
     from ..evaluate import Sweep, SweepConfig, build_segmenters
+    from ..folderlock import FolderLock
     from ..plot import load_results, make_plots
     from ..systems.registry import SystemOptions, build_system
-    from ..folderlock import FolderLock
     from .common import check_out_dir, probe_out_dir, resolve_device
     from .evaluate import channel_list, system_list
 

