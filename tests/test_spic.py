@@ -378,3 +378,35 @@ def test_spec_options(cfg, built, tmp_path):
     sp = sys_.spic
     assert (sp.image_codec, sp.start, sp.method, sp.quality, sp.guidance_scale) == ("webp", "coarse", "ddim", 33, 2.0)
     assert sp.diffusion.timesteps[-1] <= 50
+
+
+def test_cityscapes_train_ids_and_seed_sample_command(cfg, tmp_path):
+    """Cityscapes read as SPIC reads it (trainIds, ignore 255), through the image_sample.py flags."""
+    from PIL import Image
+
+    from gensemcom.data.cityscapes import CityscapesTrainIds, to_train_ids
+    # cityscapesScripts: unlabeled 0 -> 255, road 7 -> 0, car 26 -> 13, caravan 29 -> 255, bicycle 33 -> 18
+    assert to_train_ids(np.array([0, 7, 26, 29, 33])).tolist() == [255, 0, 13, 255, 18]
+    h, w = cfg["image_hw"]
+    ids = np.arange(h * w).reshape(h, w) % 34
+    root = tmp_path / "cs"
+    for k, stem in enumerate(["aachen_000000_000019", "aachen_000001_000019"]):
+        img = root / "leftImg8bit" / "val" / "aachen" / f"{stem}_leftImg8bit.png"
+        gt = root / "gtFine" / "val" / "aachen" / f"{stem}_gtFine_labelIds.png"
+        img.parent.mkdir(parents=True, exist_ok=True)
+        gt.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(((np.indices((h, w)).sum(0) * (k + 3)) % 256).astype(np.uint8)).convert("RGB").save(img)
+        Image.fromarray(np.roll(ids, k, axis=1).astype(np.uint8)).save(gt)
+    ds = CityscapesTrainIds(root, "val", size=h)
+    item = ds[0]
+    assert ds.num_classes == 19 and "instance" not in item
+    assert torch.equal(item["label"], torch.from_numpy(to_train_ids(ids)))
+    flags = shlex.split(cfg["config_flags"])
+    _script("spic_image_sample").main(flags + [
+        "--data_dir", str(root), "--dataset_mode", "cityscapes", "--num_samples", "2", "--max_iter_time", "20",
+        "--compression_type", "down+bpg", "--model_path", str(REF / "spic_tiny_public_weights.safetensors"),
+        "--results_path", str(tmp_path / "res")])
+    res = json.loads((tmp_path / "res" / "results.json").read_text())
+    assert res["num_samples"] == 2 and res["timesteps"][-1] <= 20
+    grey = np.asarray(Image.open(tmp_path / "res" / "labels" / f"{Path(item['path']).name.split('.')[0]}.png"))
+    assert np.array_equal(grey, spic_label_grey(item["label"].numpy()))
