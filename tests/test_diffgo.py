@@ -42,7 +42,7 @@ def io() -> dict[str, torch.Tensor]:
 @pytest.fixture(scope="module")
 def tiny():
     cfg = json.loads((DIFFGO / "diffgo_tiny_public_config.json").read_text())
-    model, diffusion = model_and_diffusion_from_flags(dict(cfg["config"], timestep_respacing="3"))
+    model, diffusion = model_and_diffusion_from_flags(dict(cfg["config"], timestep_respacing="2"))
     weights = load_file(str(DIFFGO / "diffgo_tiny_public_weights.safetensors"))
     model.load_state_dict({k: v.float() for k, v in weights.items()}, strict=True)
     return model.eval(), diffusion, int(cfg["config"]["num_classes"])
@@ -139,7 +139,7 @@ def test_lpips_without_weights_is_a_clear_error(tiny, io):
 
 
 def test_system_cost_accounting(tiny, io):
-    d = _diffgo(tiny, io, candidates=2, bank=NoiseBank(3, 1000, io["x0"].shape[1:]))
+    d = _diffgo(tiny, io, candidates=1, bank=NoiseBank(3, 1000, io["x0"].shape[1:]))
     system = DiffGOSystem(d)
     batch = Batch(io["x0"], io["labels"][:, 0], io["instances"][:, 0], ["a", "b"], tiny[2])
     out = system.run(batch, "awgn", 10.0, torch.Generator().manual_seed(0))
@@ -150,7 +150,7 @@ def test_system_cost_accounting(tiny, io):
     assert out.images.shape == batch.images.shape and len(out.info["bank_index"]) == 2
     half = DiffGOSystem(d, index_bits_per_use=4.0).run(batch, "awgn", 10.0, torch.Generator().manual_seed(0))
     assert torch.equal(half.channel_uses, map_uses + 3)
-    assert system.config()["index_bits"] == 10 and system.name == "diffgo-k2"
+    assert system.config()["index_bits"] == 10 and system.name == "diffgo-k1"
     wrong = Batch(io["x0"], io["labels"][:, 0], None, ["a", "b"], tiny[2])
     with pytest.raises(ValueError, match="instance"):
         system.run(wrong, "awgn", 10.0)

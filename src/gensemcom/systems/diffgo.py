@@ -68,6 +68,7 @@ __all__ = [
     "step_seed",
     "DiffGO",
     "DiffGOSystem",
+    "build_diffgo",
 ]
 
 #: how the image reaches the 8-bit conversion of the edge map (see the module docstring)
@@ -354,7 +355,8 @@ class DiffGO:
     candidate_batch: int = 1
     segmenter: Any = None
     lpips: Any = None
-    stats: dict[str, float] = field(default_factory=dict)
+    #: the last :meth:`select` call's transmitter cost
+    stats: dict[str, float] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         lc = self.model.config.label_channels
