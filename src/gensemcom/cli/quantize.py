@@ -22,8 +22,14 @@ taken from the fp sampler itself: ``--cali_n`` maps of ``--dataset_mode``/``--da
 ``--channel`` at ``--cali_snr``, ``--cali_st`` snapshots each (``--calibration qgesco``: Q-GESCO's
 own choice, see :func:`gensemcom.quant.calibrate.collect_calibration`).
 
-Flags Q-GESCO parses and never uses (``--timesteps``, ``--eta``, ``--skip_type``,
-``--use_pretrained``, ``--pool``, ``--sequence``) are accepted and reported as having no effect.
+Flags Q-GESCO parses and never uses in this script (``--timesteps``, ``--eta``, ``--skip_type``,
+``--use_pretrained``, ``--pool``, ``--sequence``, ``--batch_size``, ``--num_samples``, ``--snr``,
+``--clip_denoised``, ``--use_ddim``, ``--verbose``) are accepted and reported as having no effect;
+``--ptq`` and ``--cond`` are what this command always does; ``--a_sym`` (symmetric activations),
+``--running_stat`` (running min/max over the calibration set instead of the first batch),
+``--cali_iters_a``, ``--cali_lr`` and ``--cali_p`` (the step-size tuning) act with ``--quant_act``;
+``--resume``/``--resume_w`` (continue from a checkpoint) are refused: sample from a quantised model
+with :func:`gensemcom.quant.load_quantized`.
 """
 
 from __future__ import annotations
@@ -49,7 +55,8 @@ QGESCO_FLAGS: dict[str, Any] = dict(
 )
 _STORE_TRUE = ("ptq", "quant_act", "split", "cond", "running_stat", "a_sym", "use_pretrained", "resume",
                "resume_w", "sequence", "verbose")
-_UNUSED = ("timesteps", "eta", "skip_type", "use_pretrained", "pool", "sequence")
+_UNUSED = ("timesteps", "eta", "skip_type", "use_pretrained", "pool", "sequence", "batch_size", "num_samples",
+           "snr", "clip_denoised", "use_ddim", "verbose")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,6 +128,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     argv_list = list(sys.argv[1:] if argv is None else argv)
     given = {a[2:].split("=")[0] for a in argv_list if a.startswith("--")}
+    if args.resume or args.resume_w:
+        raise ValueError("--resume/--resume_w: this command always calibrates from the fp model; to sample "
+                         "from a quantized_model.pth use gensemcom.quant.load_quantized")
     if args.quant_mode != "qdiff":
         raise ValueError(f"--quant_mode {args.quant_mode!r}: only 'qdiff' (Q-Diffusion's method) exists")
     if args.weight_bit > 8 or (args.quant_act and args.act_bit > 8):
@@ -186,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report["timings"]["calibration_set_s"] = time.perf_counter() - t0
 
     q = quantize_model(model, args.weight_bit, args.act_bit if args.quant_act else None, symmetric=args.symmetric,
-                       sm_bits=args.sm_abit, split=args.split, compat=compat)
+                       act_symmetric=args.a_sym, sm_bits=args.sm_abit, split=args.split, compat=compat)
     t0 = time.perf_counter()
     units = reconstruct(q, cali, iters=args.cali_iters, batch_size=args.cali_batch_size, generator=gen,
                         max_samples=args.cali_samples, log=None if args.no_progress else _log)
@@ -195,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.quant_act:
         t0 = time.perf_counter()
         calibrate_activations(q, cali, batch=max(1, min(8, len(cali))), act_iters=max(0, args.cali_iters_a),
-                              lr=args.cali_lr, generator=gen, running=True,
+                              lr=args.cali_lr, p=args.cali_p, generator=gen, running=args.running_stat,
                               log=None if args.no_progress else _log)
         report["timings"]["activations_s"] = time.perf_counter() - t0
     out.mkdir(parents=True, exist_ok=True)

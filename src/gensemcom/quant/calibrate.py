@@ -292,12 +292,13 @@ def _all_layers(model: nn.Module) -> list[tuple[str, QuantLayer]]:
 
 
 def calibrate_activations(model: nn.Module, cali: CalibrationSet, *, batch: int = 8, act_iters: int = 0,
-                          lr: float = 4e-4, batch_size: int = 1, generator: torch.Generator | None = None,
+                          lr: float = 4e-4, p: float = 2.4, batch_size: int = 1,
+                          generator: torch.Generator | None = None,
                           running: bool = True, units: Sequence[str] | None = None,
                           log: Callable[[str], None] | None = None) -> None:
     """Initialise (min-max on the first batch) and track (running min/max over the rest) every
     activation quantiser of a model built with ``act_bits``; then, with ``act_iters``, tune each
-    unit's steps by reconstruction (Adam, cosine schedule, ``|.|^2.4`` loss); ``units`` restricts
+    unit's steps by reconstruction (Adam, cosine schedule, ``|.|^p`` loss); ``units`` restricts
     that tuning to these unit paths."""
     act_qs = [m for m in model.modules() if hasattr(m, "act_quantizers") and m.act_quantizers()]
     if not act_qs:
@@ -337,7 +338,7 @@ def calibrate_activations(model: nn.Module, cali: CalibrationSet, *, batch: int 
             for _ in range(act_iters):
                 j = torch.randperm(target.shape[0], generator=generator)[:batch_size]
                 opt.zero_grad()
-                loss = lp_loss(unit(*[a[j] for a in inputs]), target[j], p=2.4, reduction="mean")
+                loss = lp_loss(unit(*[a[j] for a in inputs]), target[j], p=p, reduction="mean")
                 loss.backward()
                 opt.step()
                 sched.step()

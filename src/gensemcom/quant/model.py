@@ -236,7 +236,7 @@ def decoder_splits(model: SemanticUNet) -> dict[str, int]:
 
 def quantize_model(model: SemanticUNet, weight_bits: int = 8, act_bits: int | None = None, *,
                    symmetric: bool = False, channel_wise: bool = True, scale_method: str = "max",
-                   act_scale_method: str = "max", sm_bits: int = 8, split: bool = False,
+                   act_scale_method: str = "max", act_symmetric: bool = False, sm_bits: int = 8, split: bool = False,
                    compat: str | None = None, init: bool = True) -> SemanticUNet:
     """Wrap ``model`` (in place) for fake quantisation; returns it with weight quantisation on.
 
@@ -245,7 +245,7 @@ def quantize_model(model: SemanticUNet, weight_bits: int = 8, act_bits: int | No
         act_bits: bits per activation (layer inputs, attention q/k/v), None for W*A32.
         symmetric, channel_wise, scale_method: the weight quantiser (Q-GESCO: asymmetric, per
             output channel, ``"max"``).
-        act_scale_method: the activation quantisers' initial scale (per tensor).
+        act_scale_method, act_symmetric: the activation quantisers' initial scale (per tensor) and grid.
         sm_bits: bits of the softmax-probability quantiser (with ``act_bits``).
         split: split quantisation of the decoder's skip convolutions (see the module docstring).
         compat: ``None`` or ``"qgesco"`` (see :mod:`gensemcom.quant.quantizers`).
@@ -259,7 +259,7 @@ def quantize_model(model: SemanticUNet, weight_bits: int = 8, act_bits: int | No
         raise ValueError("the model is already quantised")
     check_compat(compat)
     wp = dict(n_bits=weight_bits, symmetric=symmetric, channel_wise=channel_wise, scale_method=scale_method)
-    ap = dict(n_bits=act_bits, scale_method=act_scale_method) if act_bits else None
+    ap = dict(n_bits=act_bits, scale_method=act_scale_method, symmetric=act_symmetric) if act_bits else None
     WeightQuantizer(**wp)  # validate before touching the model
     if ap:
         ActQuantizer(**ap)
@@ -278,7 +278,8 @@ def quantize_model(model: SemanticUNet, weight_bits: int = 8, act_bits: int | No
                 q.set_scale(torch.zeros(shape, device=part.device), torch.zeros(shape, device=part.device))
     model.quant_config = dict(weight_bits=weight_bits, act_bits=act_bits, symmetric=symmetric,
                               channel_wise=channel_wise, scale_method=scale_method,
-                              act_scale_method=act_scale_method, sm_bits=sm_bits, split=split, compat=compat)
+                              act_scale_method=act_scale_method, act_symmetric=act_symmetric, sm_bits=sm_bits,
+                              split=split, compat=compat)
     set_quant_state(model, weight=True, act=False)
     return model
 

@@ -153,7 +153,8 @@ def load_packed(directory: str | os.PathLike, device: str | torch.device = "cpu"
     model = SemanticUNet(SemanticUNetConfig.from_dict(config["model"]))
     quantize_model(model, q["weight_bits"], q.get("act_bits"), symmetric=q["symmetric"],
                    channel_wise=q["channel_wise"], scale_method=q["scale_method"],
-                   act_scale_method=q.get("act_scale_method", "max"), sm_bits=q.get("sm_bits", 8),
+                   act_scale_method=q.get("act_scale_method", "max"), act_symmetric=q.get("act_symmetric", False),
+                   sm_bits=q.get("sm_bits", 8),
                    split=q.get("split", False), compat=q.get("compat"), init=False)
     layers = dict(quant_layers(model))
     if set(layers) != set(config["layers"]):
