@@ -92,6 +92,8 @@ import torch.nn.functional as F
 
 from gensemcom.semantics import semantic_input
 from gensemcom.legacy import model_and_diffusion_from_flags
+from gensemcom.models.fastpath import fast_unet
+from gensemcom.diffusion.gaussian import Conditioning
 
 NUM_CLASSES = 35  # Cityscapes; + 1 instance-edge channel = 36 label channels
 TOLERANCE = 1e-4
@@ -165,7 +167,8 @@ def import_reference(repo: str) -> types.ModuleType:
         logger.get_dir = lambda: None
         sys.modules["guided_diffusion.logger"] = logger
         pkg.logger = logger
-    if "guided_diffusion.unet_edited" not in sys.modules and not (root / "guided_diffusion" / "unet_edited.py").exists():
+    edited_file = root / "guided_diffusion" / "unet_edited.py"
+    if "guided_diffusion.unet_edited" not in sys.modules and not edited_file.exists():
         edited = types.ModuleType("guided_diffusion.unet_edited")
 
         class _Missing:  # only reached with unet_model != "unet"
@@ -302,6 +305,38 @@ def run_config(name: str, steps: int, args: argparse.Namespace, device: torch.de
         runs["ours_cache_on_channels_last"] = ours_sample(model_cl, y_cl, x_cl, True, amp)
         warmups += [calls["ours_cached_channels_last"], ours_sample(model_cl, y_cl, x_cl, True, amp, start_step=0)]
 
+    guided_steps: dict[str, Callable[[], torch.Tensor]] = {}
+    if args.fast:
+        # The fast path (models/fastpath.py) on the same weights: the decoder of the two guidance
+        # branches batched, sequential, and "auto" (the default: sequential from 128x256 on).
+        fast = {dec: fast_unet(model, dec) for dec in ("auto", "batched", "sequential")}
+        with torch.inference_mode():
+            fcond = fast["auto"].encode_condition(y)
+        calls["ours_fast_cached"] = ours_forward(fast["auto"], x_T, fcond)
+        runs["ours_fast"] = ours_sample(fast["auto"], y, x_T, True, amp)
+        warmups += [calls["ours_fast_cached"], ours_sample(fast["auto"], y, x_T, True, amp, start_step=0)]
+        t_mid = torch.full((B,), steps // 2, dtype=torch.long, device=device)
+
+        def guided(m: Any) -> Callable[[], torch.Tensor]:
+            c = Conditioning(m, y, s, True)
+            diffusion.guided_call(m, x_T, t_mid, c)  # fills the SPADE cache (and warms up)
+
+            def f() -> torch.Tensor:
+                with torch.inference_mode(), autocast_ctx(amp, device):
+                    return diffusion.guided_call(m, x_T, t_mid, c)
+            return f
+
+        with torch.inference_mode():
+            guided_steps["ours_plain_batched"] = guided(model)
+            guided_steps["ours_fast_batched"] = guided(fast["batched"])
+            guided_steps["ours_fast_sequential"] = guided(fast["sequential"])
+        if args.channels_last:
+            fast_cl = fast_unet(copy.deepcopy(model), "auto", channels_last=True)
+            runs["ours_fast_channels_last"] = ours_sample(fast_cl, y, x_T, True, amp)
+            warmups.append(ours_sample(fast_cl, y, x_T, True, amp, start_step=0))
+            with torch.inference_mode():
+                guided_steps["ours_fast_channels_last"] = guided(fast_cl)
+
     if script_util is not None:
         ref_model, ref_diffusion = build_reference(script_util, flags)
         ref_model.load_state_dict(model.state_dict(), strict=True)
@@ -320,12 +355,18 @@ def run_config(name: str, steps: int, args: argparse.Namespace, device: torch.de
         calls["reference"], runs["reference"] = ref_forward, ref_sample
         warmups.append(ref_forward)
 
+    if args.runs:
+        keep = {k.strip() for k in args.runs.split(",")} | {"reference"}
+        runs = {k: v for k, v in runs.items() if k in keep}
     for fn in warmups:
         fn()
 
     # ---- 1. network calls; 2. sampling
     sec, call_outs = time_rounds(calls, reps, device)
     res["ms_per_call"] = {k: 1e3 * v for k, v in sec.items()}
+    if guided_steps:
+        sec, _ = time_rounds(guided_steps, reps, device)
+        res["ms_per_guided_step"] = {k: 1e3 * v for k, v in sec.items()}
     sec, samples = time_rounds(runs, reps, device)
     res["seconds_per_sample_run"] = sec
     res["images_per_s"] = {k: B / v for k, v in sec.items()}
@@ -345,14 +386,20 @@ def run_config(name: str, steps: int, args: argparse.Namespace, device: torch.de
         for key, x0 in samples.items():
             res["max_abs_diff"][f"{key}[{args.autocast}]"] = max_diff(x0, ref_x0)
         samples = {key: ours_sample(model, y, x_T, cache, None)()
-                   for key, cache in (("ours_cache_on", True), ("ours_cache_off", False))}
+                   for key, cache in (("ours_cache_on", True), ("ours_cache_off", False)) if key in samples}
     for key, x0 in samples.items():
         res["max_abs_diff"][key] = max_diff(x0, ref_x0)
+    if "ours_fast" in samples:
+        if "ours_cache_on" in samples:
+            res["max_abs_diff_fast_vs_ours"] = max_diff(samples["ours_fast"], samples["ours_cache_on"])
     res["within_tolerance"] = all(v <= TOLERANCE for k, v in res["max_abs_diff"].items() if "[" not in k)
     # How much this random network amplifies rounding-sized differences over the run: ours
     # against ours with every network output perturbed by a relative 1e-6.
-    perturbed = ours_sample(_PerturbedModel(model, 1e-6, SEED + 1), y, x_T, True, None)()
-    res["rounding_sensitivity"] = max_diff(perturbed, samples["ours_cache_on"])
+    if args.no_floor:
+        res["rounding_sensitivity"] = math.nan
+    else:
+        perturbed = ours_sample(_PerturbedModel(model, 1e-6, SEED + 1), y, x_T, True, None)()
+        res["rounding_sensitivity"] = max_diff(perturbed, ours_sample(model, y, x_T, True, None)())
     res["x0_std"] = ref_x0.float().std().item()
     res["x0_fraction_clipped"] = (ref_x0.abs() >= 1 - 1e-6).float().mean().item()
     return res
@@ -367,9 +414,12 @@ def print_config(res: dict[str, Any], device_desc: str) -> None:
     ours = "ours" + (f" [{res['autocast']}]" if res["autocast"] != "none" else "")
     call_labels = {"ours_raw_y": f"{ours}, raw y", "ours_cached": f"{ours}, cached condition",
                    "ours_cached_channels_last": f"{ours}, cached condition, channels-last",
+                   "ours_fast_cached": f"{ours}, fast path, cached condition",
                    "reference": "reference (GESCO)"}
     sample_labels = {"ours_cache_on": f"{ours}, cache on", "ours_cache_off": f"{ours}, cache off",
                      "ours_cache_on_channels_last": f"{ours}, cache on, channels-last",
+                     "ours_fast": f"{ours}, fast path (auto decoder)",
+                     "ours_fast_channels_last": f"{ours}, fast path, channels-last",
                      "reference": "reference (GESCO)"}
     print(f"  {'':54s}{'value':>10s}{'speed-up' if sc else '':>10s}")
     print(f"  network call, ms (one forward, batch {res['batch']}; speed-up = reference ms / ours ms)")
@@ -381,6 +431,10 @@ def print_config(res: dict[str, Any], device_desc: str) -> None:
     for k, v in res["images_per_s"].items():
         sp = f"{ss[k]:9.2f}x" if k in ss else (f"{1:9.2f}x" if ss else "")
         print(f"    {sample_labels[k]:52s}{v:10.3f}{sp}")
+    if res.get("ms_per_guided_step"):
+        print("  one guided step (conditional + all-zero branch, encoder shared), ms:")
+        for k, v in res["ms_per_guided_step"].items():
+            print(f"    {k:52s}{v:10.1f}")
     if res["max_abs_diff"]:
         print("  max |ours - reference| (same weights, same x_T):")
         for k, v in res["max_abs_diff"].items():
@@ -397,19 +451,28 @@ def print_config(res: dict[str, Any], device_desc: str) -> None:
 def print_summary(results: list[dict[str, Any]]) -> None:
     has_ref = any("speedup_sampling" in r for r in results)
     print("\nsummary (sampling images/s; speed-up = ours / reference)")
+    has_fast = any("ours_fast" in r["images_per_s"] for r in results)
     head = f"  {'config':8s}{'steps':>6s}{'ours cache on':>15s}{'ours cache off':>16s}"
+    if has_fast:
+        head += f"{'ours fast':>11s}"
     if has_ref:
         head += (f"{'reference':>11s}{'speed-up on':>13s}{'speed-up off':>14s}"
-                 f"{'max |d x_0|':>13s}{'floor':>10s}  within {TOLERANCE:g}")
+                 + (f"{'speed-up fast':>15s}" if has_fast else "")
+                 + f"{'max |d x_0|':>13s}{'floor':>10s}  within {TOLERANCE:g}")
     print(head)
     for r in results:
         ips = r["images_per_s"]
-        line = f"  {r['config']:8s}{r['steps']:6d}{ips['ours_cache_on']:15.3f}{ips['ours_cache_off']:16.3f}"
+        line = (f"  {r['config']:8s}{r['steps']:6d}{ips.get('ours_cache_on', math.nan):15.3f}"
+                f"{ips.get('ours_cache_off', math.nan):16.3f}")
+        if has_fast:
+            line += f"{ips.get('ours_fast', math.nan):11.3f}"
         if "speedup_sampling" in r:
             ss = r["speedup_sampling"]
             worst = max(v for k, v in r["max_abs_diff"].items() if "[" not in k and k != "network_call")
-            line += (f"{ips['reference']:11.3f}{ss['ours_cache_on']:12.2f}x{ss['ours_cache_off']:13.2f}x"
-                     f"{worst:13.2e}{r['rounding_sensitivity']:10.2e}  "
+            line += (f"{ips['reference']:11.3f}{ss.get('ours_cache_on', math.nan):12.2f}x"
+                     f"{ss.get('ours_cache_off', math.nan):13.2f}x"
+                     + (f"{ss.get('ours_fast', math.nan):14.2f}x" if has_fast else "")
+                     + f"{worst:13.2e}{r['rounding_sensitivity']:10.2e}  "
                      f"{'yes' if r['within_tolerance'] else 'NO'}")
         print(line)
 
@@ -423,11 +486,20 @@ def main(argv: list[str] | None = None) -> int:
                         + ", ".join(f"{k} {v}" for k, v in DEFAULT_STEPS.items()))
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance scale s")
-    p.add_argument("--repeats", type=int, default=3, help="timed rounds after the warm-ups (each runs every variant once); the min is kept")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="timed rounds after the warm-ups (each runs every variant once); the min is kept")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: as is)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--autocast", default="none", choices=list(AUTOCAST), help="ours only, GPU only")
     p.add_argument("--channels-last", action="store_true", help="also time ours in channels-last format")
+    p.add_argument("--fast", action="store_true",
+                   help="also time the fast path (gensemcom.models.fastpath) and one guided step with the "
+                        "guidance decoder batched vs sequential")
+    p.add_argument("--runs", default=None,
+                   help="time only these sampling variants (comma-separated keys, e.g. ours_cache_on,ours_fast; "
+                        "the reference always runs); default: all")
+    p.add_argument("--no-floor", action="store_true",
+                   help="skip the rounding-sensitivity run (saves one of our sampling runs)")
     p.add_argument("--json", default=None, metavar="PATH", help="write the results here")
     p.add_argument("--reference-repo", default=None, metavar="DIR",
                    help="a directory containing GESCO's guided_diffusion/ (optional)")
@@ -469,8 +541,11 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         res = run_config(name, steps[name], args, device, script_util)
         res["wall_s"] = time.perf_counter() - t0
-        print_config(res, device_desc)
         results.append(res)
+        if args.json:  # written before printing: a long run keeps its numbers whatever happens next
+            Path(args.json).write_text(json.dumps({"meta": {"args": vars(args), "partial": True},
+                                                   "results": results}, indent=2, default=str))
+        print_config(res, device_desc)
     print_summary(results)
     total = time.perf_counter() - t_start
     print(f"\ntotal wall time {total:.0f} s")

@@ -48,7 +48,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .gaussian import GaussianDiffusion
 
 __all__ = ["Sampler", "DDPMSampler", "DDIMSampler", "DPMSolverPP", "UniPC", "DDIMInversion", "make_sampler", "SAMPLERS",
-           "check_guidance_scale"]
+           "check_guidance_scale", "ThresholdedSampler", "THRESHOLD_RULES"]
 
 #: ``callback(i, x_{i-1}, out)`` after every step.
 Callback = Callable[[int, torch.Tensor, dict[str, torch.Tensor]], None]
@@ -386,6 +386,79 @@ class UniPC(_Multistep):
         self._done = min(self._done + 1, self.order)
         self._k += 1
         return x
+
+
+#: rules of :class:`ThresholdedSampler`
+THRESHOLD_RULES = ("clip", "dynamic", "late", "none")
+
+
+class ThresholdedSampler(Sampler):
+    """Another sampler with its own rule for bounding the data prediction x0_hat.
+
+    The plain samplers clip x0_hat to [-1, 1] at every step (``clip_denoised=True``, diffusers'
+    ``thresholding`` with ``sample_max_value=1``). This wrapper replaces that with ``rule``:
+
+    - ``"clip"``: clip at every step (the same numbers as ``clip_denoised=True``);
+    - ``"dynamic"``: dynamic thresholding (Saharia et al. 2022, Imagen, arXiv 2205.11487, sec. 2.3):
+      per image ``s = max(1, quantile(|x0_hat|, percentile))``, then ``x0_hat <- clamp(x0_hat, -s, s) / s``;
+    - ``"late"``: clip only at the late steps, those whose respaced index ``i`` satisfies
+      ``i < late_fraction * N`` (N steps of the respaced process); the early, high-noise steps run
+      unclipped;
+    - ``"none"``: never bound it (``clip_denoised=False``).
+
+    The rule acts on ``out["pred_x0"]`` before the wrapped sampler's :meth:`step` sees it (and
+    ``out["mean"]`` is recomputed from it for ancestral sampling), so it applies to DDPM, DDIM and
+    the multistep solvers alike. ``clip_denoised`` given to :meth:`sample` is ignored: the rule
+    replaces it.
+
+    Args:
+        base: the sampler (object or name, see :func:`make_sampler`).
+        rule: one of :data:`THRESHOLD_RULES`.
+        percentile: the quantile of ``|x0_hat|`` of the dynamic rule, in (0, 1].
+        late_fraction: the share of steps (the last ones) that are clipped by the late rule, in [0, 1].
+    """
+
+    def __init__(self, base: "Sampler | str", rule: str = "dynamic", percentile: float = 0.995,
+                 late_fraction: float = 0.5) -> None:
+        if rule not in THRESHOLD_RULES:
+            raise ValueError(f"rule must be one of {THRESHOLD_RULES}, got {rule!r}")
+        percentile, late_fraction = float(percentile), float(late_fraction)
+        if not 0.0 < percentile <= 1.0:
+            raise ValueError(f"percentile must be in (0, 1], got {percentile}")
+        if not 0.0 <= late_fraction <= 1.0:
+            raise ValueError(f"late_fraction must be in [0, 1], got {late_fraction}")
+        self.base = make_sampler(base)
+        self.rule, self.percentile, self.late_fraction = rule, percentile, late_fraction
+        self.stochastic = self.base.stochastic
+        self.name = f"{self.base.name}+{rule}"
+
+    def config(self) -> dict[str, Any]:
+        extra = {"dynamic": {"percentile": self.percentile}, "late": {"late_fraction": self.late_fraction}}
+        return {**self.base.config(), "threshold": self.rule, **extra.get(self.rule, {})}
+
+    def reset(self, diffusion, steps):
+        self.base.reset(diffusion, steps)
+
+    def bound(self, diffusion: "GaussianDiffusion", x0: torch.Tensor, i: int) -> torch.Tensor:
+        """x0_hat (B, C, H, W) at respaced index ``i`` -> the bounded x0_hat."""
+        if self.rule == "clip" or (self.rule == "late" and i < self.late_fraction * diffusion.num_timesteps):
+            return x0.clamp(-1, 1)
+        if self.rule == "dynamic":
+            flat = x0.reshape(x0.shape[0], -1).abs().float()
+            s = torch.quantile(flat, self.percentile, dim=1).clamp(min=1.0).to(x0.dtype)
+            s = s.view(-1, *([1] * (x0.ndim - 1)))
+            return x0.clamp(-s, s) / s
+        return x0
+
+    def step(self, diffusion, out, x_t, t, generator):
+        x0 = self.bound(diffusion, out["pred_x0"], int(t[0]))
+        mean, _ = diffusion.q_posterior(x0, x_t, t)
+        return self.base.step(diffusion, dict(out, pred_x0=x0, mean=mean), x_t, t, generator)
+
+    def sample(self, diffusion, model, y, **kwargs):
+        """As :meth:`Sampler.sample`; the network output is left unclipped and ``rule`` bounds it."""
+        kwargs["clip_denoised"] = False
+        return super().sample(diffusion, model, y, **kwargs)
 
 
 #: name -> a factory of sampler objects; ``make_sampler`` builds one from a name.
