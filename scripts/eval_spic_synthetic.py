@@ -50,7 +50,9 @@ def main() -> None:
     p.add_argument("--codec", default="jpegxl")
     p.add_argument("--qualities", default="30,70")
     p.add_argument("--label_codec", default="jpegxl", help="SPIC's map codec (FLIF's successor by default)")
-    p.add_argument("--variants", default="ddpm:noised,ddpm:coarse,ddim:noised")
+    p.add_argument("--variants", default="ddpm:noised,ddpm:coarse,ddim:noised",
+                   help="METHOD:START receivers; 'none' scores the baselines only (SPIC's bits need no sampling)")
+    p.add_argument("--full_codecs", default=None, help="codecs of the full-resolution baseline (default: --codec)")
     p.add_argument("--guidance", type=float, default=None)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--sample_seed", type=int, default=0)
@@ -82,8 +84,9 @@ def main() -> None:
     print(json.dumps({"system": "original", "miou": gt_cm.miou()}), flush=True)
 
     for q in (int(v) for v in a.qualities.split(",")):
-        variants = [v.split(":") for v in a.variants.split(",")]
-        total_bits = None
+        variants = [] if a.variants == "none" else [v.split(":") for v in a.variants.split(",")]
+        sp = load_spic(a.model, image_codec=a.codec, quality=q, label_codec=a.label_codec)
+        total_bits = [pl.bits for pl in sp.encode(images, labels)]
         for method, start in variants:
             sp = load_spic(a.model, image_codec=a.codec, quality=q, method=method, start=start,
                            guidance_scale=a.guidance, label_codec=a.label_codec)
@@ -93,26 +96,29 @@ def main() -> None:
                 r = sp.run(images[i:i + a.batch], labels[i:i + a.batch], g)
                 outs.append(r["images"])
                 bits += r["bits"]
-            total_bits = bits
+            assert bits == total_bits
             score(f"spic[{method},{start}]", torch.cat(outs), [b / (h * w) for b in bits],
                   {"quality": q, "seconds": round(time.time() - t0, 1), "guidance": sp.guidance_scale})
         # the baselines at SPIC's bits, image by image
         coarse_small = downsample(images, probe.coarse_size)
-        up, full = [], []
-        up_bpp, full_bpp = [], []
+        up, up_bpp = [], []
         for i in range(len(images)):
-            budget = total_bits[i]
-            data_c, _ = encode_to_budget(_u8(coarse_small[i:i + 1])[0], a.codec, budget)
+            data_c, _ = encode_to_budget(_u8(coarse_small[i:i + 1])[0], a.codec, total_bits[i])
             c = _from_u8(decode_image(data_c, a.codec))[None] if data_c is not None else torch.zeros_like(
                 coarse_small[i:i + 1])
             up.append(upsample(c, (h, w)))
             up_bpp.append(0.0 if data_c is None else 8 * len(data_c) / (h * w))
-            data_f, _ = encode_to_budget(_u8(images[i:i + 1])[0], a.codec, budget)
-            full.append(_from_u8(decode_image(data_f, a.codec))[None] if data_f is not None
-                        else torch.zeros_like(images[i:i + 1]))
-            full_bpp.append(0.0 if data_f is None else 8 * len(data_f) / (h * w))
         score("coarse-up (equal bits)", torch.cat(up), up_bpp, {"quality": q})
-        score(f"{a.codec} full-res (equal bits)", torch.cat(full), full_bpp, {"quality": q})
+        for codec in (a.full_codecs or a.codec).split(","):
+            full, full_bpp, lost = [], [], 0
+            for i in range(len(images)):
+                data_f, _ = encode_to_budget(_u8(images[i:i + 1])[0], codec, total_bits[i])
+                lost += data_f is None
+                full.append(_from_u8(decode_image(data_f, codec))[None] if data_f is not None
+                            else torch.zeros_like(images[i:i + 1]))
+                full_bpp.append(0.0 if data_f is None else 8 * len(data_f) / (h * w))
+            score(f"{codec} full-res (equal bits)", torch.cat(full), full_bpp,
+                  {"quality": q, "lost_fraction": lost / len(images)})
         files = [pl.image_file for pl in sp.encode(images, labels)]
         score("coarse-up (SPIC's coarse file alone)", upsample(torch.stack(
             [_from_u8(decode_image(f, a.codec)) for f in files]), (h, w)), [8 * len(f) / (h * w) for f in files],

@@ -62,6 +62,7 @@ def main() -> None:
                    "the network is convolutional, so it samples full images); 'none' for full images")
     p.add_argument("--codec", default="jpegxl")
     p.add_argument("--quality_range", default="10,90")
+    p.add_argument("--default_quality", type=int, default=30, help="the codec quality saved as the model's default")
     p.add_argument("--num_channels", type=int, default=32)
     p.add_argument("--channel_mult", default="1,2,2,2")
     p.add_argument("--spade_hidden", type=int, default=32)
@@ -149,6 +150,7 @@ def main() -> None:
               "dataset": "synthetic", "image_hw": [h, w]}
     save_spic(out / "model", ema.eval(), diffusion, num_classes=num_classes, coarse_size=(ch, cw),
               max_iter_time=200, timestep_respacing="100", guidance_scale=1.5,
+              codecs={"image_codec": a.codec, "quality": a.default_quality, "label_codec": "jpegxl"},
               extra={"recipe": recipe, "num_params": sum(p.numel() for p in ema.parameters())},
               dtype=torch.float16)
     print(f"saved {out / 'model'}")

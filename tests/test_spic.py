@@ -410,3 +410,20 @@ def test_cityscapes_train_ids_and_seed_sample_command(cfg, tmp_path):
     assert res["num_samples"] == 2 and res["timesteps"][-1] <= 20
     grey = np.asarray(Image.open(tmp_path / "res" / "labels" / f"{Path(item['path']).name.split('.')[0]}.png"))
     assert np.array_equal(grey, spic_label_grey(item["label"].numpy()))
+
+
+def test_bundled_model_runs():
+    """The bundled synthetic-scenes SPIC model through the registry (a 3-step window to stay fast)."""
+    from gensemcom.data.synthetic import SyntheticScenes
+    folder = Path(__file__).parents[1] / "src" / "gensemcom" / "assets" / "spic_synthetic"
+    assert (folder / "model.safetensors").stat().st_size < 8 * 2**20
+    system = build_system("spic+capacity:max_iter_time=20", SystemOptions())
+    sp = system.spic
+    assert (sp.image_codec, sp.label_codec, sp.coarse_size) == ("jpegxl", "jpegxl", (16, 32))
+    data = SyntheticScenes(2, seed=2000)
+    items = [data[i] for i in range(2)]
+    batch = Batch(images=torch.stack([it["image"] for it in items]), labels=torch.stack([it["label"] for it in items]),
+                  instances=None, names=["a", "b"], num_classes=data.num_classes)
+    out = system.run(batch, "awgn", 20.0, torch.Generator().manual_seed(0))
+    assert not out.lost.any() and torch.equal(out.labels, batch.labels)
+    assert out.images.shape == batch.images.shape and out.images.abs().max() <= 1

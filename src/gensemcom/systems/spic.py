@@ -690,15 +690,21 @@ _SAVED = ("num_classes", "coarse_size", "guidance_scale", "max_iter_time", "time
 
 def save_spic(directory: str | Path, model: SemanticUNet, diffusion: GaussianDiffusion, *, num_classes: int,
               coarse_size: Sequence[int], max_iter_time: int = 200, timestep_respacing: str = "100",
-              guidance_scale: float = 1.5, extra: dict[str, Any] | None = None,
-              dtype: torch.dtype | None = None) -> Path:
+              guidance_scale: float = 1.5, codecs: dict[str, Any] | None = None,
+              extra: dict[str, Any] | None = None, dtype: torch.dtype | None = None) -> Path:
     """Write a SPIC model folder (:func:`gensemcom.models.io.save_pretrained` plus a ``"spic"``
-    section: classes, coarse size, sampling window, guidance). ``diffusion`` is the training
-    process (all steps); the window is re-applied by :func:`load_spic`."""
+    section: classes, coarse size, sampling window, guidance, and optionally ``codecs``: the
+    default ``image_codec`` / ``quality`` / ``label_codec`` of :class:`SPIC` for this model, e.g.
+    the codec its coarse images were trained with). ``diffusion`` is the training process (all
+    steps); the window is re-applied by :func:`load_spic`."""
     from ..models.io import save_pretrained
     spic = {"num_classes": int(num_classes), "coarse_size": list(_check_size(coarse_size, "coarse_size")),
             "max_iter_time": int(max_iter_time), "timestep_respacing": str(timestep_respacing),
             "guidance_scale": float(guidance_scale)}
+    for k, v in (codecs or {}).items():
+        if k not in ("image_codec", "quality", "label_codec"):
+            raise ValueError(f"codecs takes image_codec, quality, label_codec; got {k!r}")
+        spic[k] = v
     return save_pretrained(directory, model, diffusion, extra={"kind": "semantic_unet", "system": "spic",
                                                                "spic": spic, **(extra or {})}, dtype=dtype)
 
@@ -707,8 +713,8 @@ def load_spic(folder: str | Path, *, device: str | torch.device = "cpu", max_ite
               timestep_respacing: str | None = None, guidance_scale: float | None = None,
               **kwargs: Any) -> SPIC:
     """A :class:`SPIC` from a folder written by :func:`save_spic`; the sampling window
-    (``timestep_respacing``, ``max_iter_time``) and ``guidance_scale`` default to the saved
-    ones; ``kwargs`` go to :class:`SPIC` (codec, quality, start, method, rate, ...)."""
+    (``timestep_respacing``, ``max_iter_time``), ``guidance_scale`` and the codecs default to the
+    saved ones; ``kwargs`` go to :class:`SPIC` (codec, quality, start, method, rate, ...)."""
     from ..models.io import load_pretrained
     model, _, config = load_pretrained(folder, device=device)
     spic = config.get("spic")
@@ -722,6 +728,12 @@ def load_spic(folder: str | Path, *, device: str | torch.device = "cpu", max_ite
     d["respacing"] = spic_timesteps(int(d["steps"]), resp, mit)
     diffusion = GaussianDiffusion.from_config(DiffusionConfig(**d))
     s = float(spic["guidance_scale"] if guidance_scale is None else guidance_scale)
+    if "image_codec" not in kwargs and "image_codec" in spic:  # the saved codec defaults, all or nothing
+        kwargs["image_codec"] = spic["image_codec"]
+        if "quality" not in kwargs and "coarse_bpp" not in kwargs and spic.get("quality") is not None:
+            kwargs["quality"] = int(spic["quality"])
+    if "label_codec" not in kwargs and "label_codec" in spic:
+        kwargs["label_codec"] = spic["label_codec"]
     return SPIC(model.eval(), diffusion, num_classes=int(spic["num_classes"]),
                 coarse_size=tuple(spic["coarse_size"]), guidance_scale=s, max_iter_time=mit, **kwargs)
 
