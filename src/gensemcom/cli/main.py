@@ -14,7 +14,8 @@ from collections.abc import Sequence
 
 COMMANDS = {
     "demo": "GESCO beside its baselines over AWGN and Rayleigh: results JSON, metric-vs-SNR plots, image grids",
-    "train": "train a GESCO model (accepts GESCO's image_train.py flags; torchrun for several processes)",
+    "train": "train a GESCO model (accepts GESCO's image_train.py flags; --config X.yaml: Diff-JSCC; torchrun)",
+    "train_diffjscc": "train a Diff-JSCC model from the seed's yaml config (the latent through a real channel)",
     "sample": "maps -> channel at one or several SNRs -> regenerated images (accepts image_sample.py flags)",
     "evaluate": "sweep systems x datasets x channels x SNRs into a results JSON (resumable, torchrun-shardable)",
     "plot": "metric-vs-SNR, rate-distortion and image-grid PNGs from sweep results",

@@ -133,6 +133,11 @@ def _reject(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import sys
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a == "--config" or a.startswith("--config=") for a in argv):  # Diff-JSCC's yaml
+        from .train_diffjscc import main as train_diffjscc
+        return train_diffjscc(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     _reject(parser, args)
