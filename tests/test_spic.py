@@ -427,3 +427,21 @@ def test_bundled_model_runs():
     out = system.run(batch, "awgn", 20.0, torch.Generator().manual_seed(0))
     assert not out.lost.any() and torch.equal(out.labels, batch.labels)
     assert out.images.shape == batch.images.shape and out.images.abs().max() <= 1
+
+
+def test_steps_option_sets_the_window(cfg, io):
+    from gensemcom.systems.spic import respacing_for_steps
+    c = cfg["config"]
+    n = len(io["respaced_timesteps"])
+    # a --steps equal to the saved window's length keeps that window as it is
+    bundled = json.loads((Path(__file__).parents[1] / "src" / "gensemcom" / "assets" / "spic_synthetic" /
+                          "config.json").read_text())
+    saved = bundled["spic"]
+    window = spic_timesteps(bundled["diffusion"]["steps"], saved["timestep_respacing"], saved["max_iter_time"])
+    assert build_system("spic", SystemOptions(steps=len(window))).spic.diffusion.timesteps == window
+    for steps in (1, 7, n, 33):
+        r = respacing_for_steps(c["diffusion_steps"], c["max_iter_time"], steps)
+        assert len(spic_timesteps(c["diffusion_steps"], r, c["max_iter_time"])) == steps
+    assert build_system("spic", SystemOptions(steps=5)).spic.diffusion.num_timesteps == 5
+    with pytest.raises(ValueError, match="no respacing keeps"):
+        respacing_for_steps(c["diffusion_steps"], 3, 10)

@@ -79,7 +79,7 @@ __all__ = [
     "spic_timesteps", "parse_spic_flags", "spic_config_from_flags", "spic_model_and_diffusion", "spic_map",
     "downsample", "upsample", "spic_label_grey", "spic_label_read_back", "spic_bpp_of_files", "spic_miou",
     "heif_container_bytes", "load_spic", "save_spic", "SPIC_FIXED_PIXELS", "bpg_to_hevc_quality",
-    "training_coarse",
+    "training_coarse", "respacing_for_steps",
 ]
 
 STARTS = ("noised", "coarse")
@@ -124,6 +124,20 @@ def spic_timesteps(num_steps: int, respacing: str | Sequence[int] | None, max_it
         raise ValueError(f"max_iter_time {max_iter_time} keeps no step of respacing {respacing!r} "
                          f"over {num_steps} steps")
     return kept
+
+
+def respacing_for_steps(num_steps: int, max_iter_time: int, steps: int) -> str:
+    """The smallest ``timestep_respacing`` ``"N"`` whose window (:func:`spic_timesteps`) keeps
+    exactly ``steps`` steps (``"100"`` for 20 steps under 200 of 1000); ValueError if none does."""
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    for n in range(steps, num_steps + 1):
+        k = len(spic_timesteps(num_steps, str(n), max_iter_time))
+        if k == steps:
+            return str(n)
+        if k > steps:
+            break
+    raise ValueError(f"no respacing keeps exactly {steps} steps at or below t={max_iter_time} of {num_steps}")
 
 
 def _str2bool(v: Any) -> bool:
@@ -907,8 +921,13 @@ def _build(arg: str | None, o: SystemOptions, link: str) -> System:
     if codec is not None:
         kwargs["image_codec"] = codec
     guidance = opts.get("guidance", o.guidance_scale)
-    sp = load_spic(folder if folder is not None else _default_folder(), device=o.device, guidance_scale=guidance,
-                   max_iter_time=opts.get("max_iter_time"), timestep_respacing=opts.get("respacing"), **kwargs)
+    path = folder if folder is not None else _default_folder()
+    sp = load_spic(path, device=o.device, guidance_scale=guidance, max_iter_time=opts.get("max_iter_time"),
+                   timestep_respacing=opts.get("respacing"), **kwargs)
+    if "respacing" not in opts and o.steps != sp.diffusion.num_timesteps:  # --steps: as many steps in the window
+        resp = respacing_for_steps(sp.diffusion.original_num_steps, sp.max_iter_time, o.steps)
+        sp = load_spic(path, device=o.device, guidance_scale=guidance, max_iter_time=opts.get("max_iter_time"),
+                       timestep_respacing=resp, **kwargs)
     return SPICSystem(sp, link=link, mcs=o.mcs)
 
 
@@ -917,7 +936,8 @@ _RECEIVER = "SPIC's diffusion model: map via SPADE, upsampled coarse image conca
 
 
 @register_system("spic", usage="spic[:FOLDER][:CODEC][:KEY=VALUE...]", sends=_SENDS, receiver=_RECEIVER,
-                 description="SPIC (Pezone et al. 2023): map + coarse image over 5G LDPC at --mcs; options "
+                 description="SPIC (Pezone et al. 2023): map + coarse image over 5G LDPC at --mcs; --steps steps "
+                             "up to max_iter_time (20: SPIC's window); options "
                              "start=noised|coarse, method=ddpm|ddim, quality=, coarse_bpp=, rate=sent|spic, "
                              "label_codec=, guidance=, max_iter_time=, respacing=",
                  cost="bits: map JPEG XL + coarse HEVC; as many LDPC channel uses as they need")
