@@ -34,6 +34,8 @@ __all__ = ["DeepJSCCSystem", "BUNDLED_DEEPJSCC"]
 
 #: package-relative folder of the bundled synthetic-scene Deep JSCC model
 BUNDLED_DEEPJSCC = "assets/deepjscc_synthetic"
+#: Deep JSCC on Fashion-MNIST 32x32 at 0.25 channel uses per pixel (scripts/train_deepjscc_fmnist.py)
+BUNDLED_DEEPJSCC_FMNIST = "assets/deepjscc_fashion_mnist"
 
 
 class DeepJSCCSystem(System):
@@ -108,9 +110,17 @@ class DeepJSCCSystem(System):
             info={"bandwidth_ratio": self.model.bandwidth_ratio(h, w), "channel_uses_per_pixel": uses / (h * w)})
 
 
-@register_system("deepjscc", usage="deepjscc[:FOLDER]", sends="the encoder's latent, analog (power-normalised)",
+@register_system("deepjscc", usage="deepjscc[:FOLDER|:fashion-mnist]",
+                 sends="the encoder's latent, analog (power-normalised)",
                  receiver="the Deep JSCC decoder", description="Deep JSCC (Bourtsoulatze et al. 2019); "
-                 "default: the bundled synthetic-scenes model", cost="the latent's size / 2 complex uses per image "
+                 "default: the bundled synthetic-scenes model; :fashion-mnist the 0.25 uses/px one",
+                 cost="the latent's size / 2 complex uses per image "
                  "(0.5 per pixel for the bundled model)")
 def _deepjscc(arg: str | None, o: SystemOptions) -> System:
+    if arg == "fashion-mnist":  # the bundled baseline of Diff-JSCC (0.25 uses per pixel, 32x32)
+        from importlib.resources import files
+        system = DeepJSCCSystem.from_pretrained(Path(str(files("gensemcom").joinpath(BUNDLED_DEEPJSCC_FMNIST))),
+                                                device=o.device)
+        system.source = "bundled:fashion-mnist"
+        return system
     return DeepJSCCSystem.from_pretrained(arg, device=o.device) if arg else DeepJSCCSystem.bundled(device=o.device)
