@@ -19,10 +19,16 @@ OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} .venv/bin/python scripts/train_spic_synthe
   --variants ddpm:noised --out "$OUT/eval_q70.json"
 mkdir -p src/gensemcom/assets/spic_synthetic
 cp "$OUT/model/config.json" "$OUT/model/model.safetensors" src/gensemcom/assets/spic_synthetic/
+.venv/bin/python scripts/eval_spic_synthetic.py --model src/gensemcom/assets/spic_synthetic --scenes 16 \
+  --qualities 30,70 --variants none --full_codecs jpegxl,webp,jpeg,jpeg2000,hevc --out "$OUT/eval_baselines.json"
 .venv/bin/python - "$OUT" <<'PY'
 import json, sys
 out = sys.argv[1]
-rows = [r for f in ("eval_q30.json", "eval_q70.json") for r in json.load(open(f"{out}/{f}"))["rows"]]
-json.dump({"command": "scripts/train_spic_bundled.sh", "scenes": 16, "scene_seed": 2000, "rows": rows},
-          open("src/gensemcom/assets/spic_synthetic/eval.json", "w"), indent=1)
+rows = [r for f in ("eval_q30.json", "eval_q70.json") for r in json.load(open(f"{out}/{f}"))["rows"]
+        if r["system"].startswith("spic")]
+rows += json.load(open(f"{out}/eval_baselines.json"))["rows"]
+path = "src/gensemcom/assets/spic_synthetic/eval.json"
+meta = json.load(open(path)) if __import__("os").path.exists(path) else {}
+meta.update({"recipe": "scripts/train_spic_bundled.sh", "scenes": 16, "scene_seed": 2000, "rows": rows})
+json.dump(meta, open(path, "w"), indent=1)
 PY

@@ -39,15 +39,17 @@ divided by a fixed 512 x 256 whatever the image size (:func:`spic_bpp_of_files` 
 ``calculate_bpp``).
 
 Codecs: BPG (SPIC's) is HEVC-intra in a small container and is not packaged; ``"hevc"`` (x265
-through libheif) is the stand-in. A BPG file is a 4-byte magic, a few bytes of format, size and
-length fields (ue7 varints) and the HEVC NAL units with trimmed parameter sets, ~10-20 bytes of
-overhead; the HEIF file here carries ``ftyp`` + ``meta`` boxes (handler, item info and location,
-``hvcC`` with VPS/SPS/PPS, ``ispe``), a few hundred bytes, counted in the rate and reported
-separately as ``container_bits`` (:func:`heif_container_bytes`). ``hevc`` quality q sets x265's
-constant rate factor ``crf = (100 - q) / 2`` (libheif), where BPG's ``-q`` fixes the quantiser
-QP: :func:`bpg_to_hevc_quality` maps ``-q 35`` to quality 30 (crf 35), near in size but not the
-same file. FLIF (SPIC's map codec) is not packaged either; JPEG
-XL's lossless mode is its successor (``label_codec="jpegxl"``).
+through libheif) is the stand-in. A BPG file is a 4-byte magic, two bytes of pixel format, bit
+depth and colour space, the width, height and picture-data length as ue7 varints, then a compact
+HEVC header and the slice NAL units: some 10-20 bytes besides the coded picture. The HEIF file here
+carries ``ftyp`` + ``meta`` boxes (handler, item info and location, ``hvcC`` with the full
+VPS/SPS/PPS, ``ispe``): a few hundred bytes (358 at 64x128), counted in the rate and reported
+separately as ``container_bits`` (:func:`heif_container_bytes`; an upper bound of the difference,
+since BPG keeps a compact parameter set). ``hevc`` quality q sets x265's constant rate factor
+``crf = (100 - q) / 2`` (libheif), where BPG's ``-q`` fixes the quantiser QP:
+:func:`bpg_to_hevc_quality` maps ``-q 35`` to quality 30 (crf 35), a comparable operating point,
+not the same file. FLIF (SPIC's map codec) is not packaged either; JPEG
+XL's lossless mode is its successor (``label_codec="jpegxl"``, the default).
 """
 
 from __future__ import annotations
