@@ -164,3 +164,35 @@ def test_evaluate_over_every_layout_with_a_segmenter(tmp_path):
     assert meta["datasets"]["coco"]["images"] == 2 and len(meta["datasets"]["coco"]["items"]) == 16
     names = {n for r in read_records(out).values() if r["dataset"] == "folder" for n in r["names"]}
     assert names == {str(own / "images" / "a" / "img1.png"), str(own / "images" / "b" / "img0.png")}
+
+
+def test_fashion_mnist_eval_set_runs_diffjscc_and_deepjscc(tmp_path):
+    """fashion-mnist:N (the IDX files from a folder here) through a sweep with the bundled Diff-JSCC
+    and its Deep JSCC baseline at the same 0.25 channel uses per pixel."""
+    import gzip
+
+    from gensemcom.data.evalsets import build_eval_data
+    from gensemcom.evaluate import Sweep, SweepConfig
+    from gensemcom.systems.registry import build_system
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "fm"
+    root.mkdir()
+    imgs = rng.integers(0, 256, (3, 28, 28), dtype=np.uint8)
+    with gzip.open(root / "t10k-images-idx3-ubyte.gz", "wb") as f:
+        f.write(np.array([0x803, 3, 28, 28], dtype=">u4").tobytes() + imgs.tobytes())
+    with gzip.open(root / "t10k-labels-idx1-ubyte.gz", "wb") as f:
+        f.write(np.array([0x801, 3], dtype=">u4").tobytes() + np.array([1, 7, 3], dtype=np.uint8).tobytes())
+    data = build_eval_data(f"fashion-mnist:2:dir={root}", 64, 128)
+    assert data[0].num_classes == 10 and data[0].items[1]["image"].shape == (3, 32, 32)
+    assert int(data[0].items[1]["label"][0, 0]) == 7
+    systems = {s: build_system(s) for s in ("diffjscc", "deepjscc:fashion-mnist")}
+    sweep = Sweep(tmp_path / "sweep", systems, data, SweepConfig(channels=["awgn"], snrs=[10.0], batch_size=2, seed=1))
+    sweep.run(progress=False)
+    results = json.loads(sweep.finish().read_text())
+    curves = {c["system"]: c for c in results["results"] if c["system"] != "original"}
+    assert set(curves) == set(systems)
+    for c in curves.values():
+        assert c["channel_uses_per_pixel"][0] == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="fashion-mnist:N takes a number"):
+        build_eval_data("fashion-mnist:x", 64, 128)

@@ -9,6 +9,9 @@
     coco:DIR                   COCO-Stuff (183 classes, instance maps when ``images/val_inst`` exists), split val
     folder:DIR                 your own ``DIR/images`` + ``DIR/labels`` (+ ``DIR/instances``), see
                                :class:`gensemcom.data.ImageLabelFolder`
+    fashion-mnist[:N]          the first N Fashion-MNIST test images (default 8), 32x32 whatever the sweep's
+                               size (Debian's ``dataset-fashion-mnist``; ``:dir=DIR`` for other IDX files):
+                               the class of each image as its label map (Diff-JSCC's data)
 
 A directory spec takes options as trailing ``:key=value`` parts (a path may contain colons, but not
 commas, which separate specs): ``n=N`` (the first N items, in the dataset's sorted order),
@@ -45,7 +48,7 @@ EVAL_DATA_HELP = __doc__.split("\n\n")[1]
 
 _DIR_DATASETS = ("cityscapes", "ade20k", "coco", "folder")
 _ALIASES = {"coco_stuff": "coco", "coco-stuff": "coco", "cocostuff": "coco", "ade": "ade20k"}
-_OPTIONS = {"n", "split", "name", "size", "classes", "ignore"}
+_OPTIONS = {"n", "split", "name", "size", "classes", "ignore", "dir"}
 
 
 @dataclass
@@ -265,8 +268,9 @@ def build_eval_data(specs: str | Sequence[str], height: int = 64, width: int = 1
     for spec in specs:
         kind, arg, options = parse_data_spec(spec)
         unknown = set(options) - ({"n", "name", "size"} | ({"split"} if kind in _DIR_DATASETS else set())
-                                  | ({"classes", "ignore"} if kind == "folder" else set()))
-        if unknown and kind in _DIR_DATASETS + ("synthetic", "photos"):
+                                  | ({"classes", "ignore"} if kind == "folder" else set())
+                                  | ({"dir"} if kind == "fashion-mnist" else set()))
+        if unknown and kind in _DIR_DATASETS + ("synthetic", "photos", "fashion-mnist"):
             raise ValueError(f"data spec {spec!r}: {', '.join(sorted(unknown))}= does not apply to {kind}")
         hw = _parse_size(spec, options["size"]) if "size" in options else (height, width)
         n = _int_option(spec, options, "n", 1)
@@ -304,9 +308,20 @@ def build_eval_data(specs: str | Sequence[str], height: int = 64, width: int = 1
             ed = EvalData(options.get("name", kind), _Subset(ds, count), ds.num_classes, ignore_index=ignore,
                           palette=palette, description=f"{count} images of {what}, {hw[0]}x{hw[1]}",
                           fingerprint=_fingerprint(keys))
+        elif kind == "fashion-mnist":
+            from .fashion_mnist import FASHION_MNIST_CLASSES, FashionMNIST
+            if arg is not None and not arg.isdigit():
+                raise ValueError(f"fashion-mnist:N takes a number of images, got {spec!r}")
+            fm = FashionMNIST(options.get("dir"), split="test")
+            count = min(int(arg) if arg is not None else (n or 8), len(fm))
+            if count < 1:
+                raise ValueError(f"fashion-mnist:N needs at least one image, got {spec!r}")
+            ed = EvalData(options.get("name", "fashion-mnist"), [fm[i] for i in range(count)],
+                          len(FASHION_MNIST_CLASSES), description=f"the first {count} Fashion-MNIST test images, "
+                          "32x32 (zero-padded), class map")
         else:
             raise ValueError(f"unknown data {spec!r}: use synthetic[:N], photos, cityscapes:DIR, ade20k:DIR, "
-                             "coco:DIR or folder:DIR")
+                             "coco:DIR, folder:DIR or fashion-mnist[:N]")
         ed.kind = kind
         if any(d.name == ed.name for d in out):
             raise ValueError(f"two data sets are called {ed.name!r}: give one of them name=OTHER")
