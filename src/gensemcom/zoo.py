@@ -6,6 +6,11 @@
 ``deepjscc_synthetic`` Deep JSCC autoencoder, synthetic scenes, AWGN, SNR -5..20 dB
                        (``gensemcom train_jscc``)
 ``segmenter_synthetic`` small U-Net segmenter of the synthetic scenes (``gensemcom train_segmenter``)
+``spic_synthetic``     SPIC (map + coarse image), synthetic scenes, 64x128, 16x32 coarse image
+                       (``scripts/train_spic_bundled.sh``)
+``diffjscc_fashion_mnist`` Diff-JSCC, Fashion-MNIST 32x32, 0.25 uses/px, AWGN 0-20 dB
+                       (``scripts/train_diffjscc_gpu.py``, 190 s on one H200)
+``deepjscc_fashion_mnist`` Deep JSCC at the same bandwidth (``scripts/train_deepjscc_fmnist.py``)
 =====================  ===================================================================
 
 Everything is read from the installed package; nothing is downloaded.
@@ -18,7 +23,8 @@ from pathlib import Path
 
 __all__ = ["BUNDLED", "bundled_path", "load_gesco"]
 
-BUNDLED = ("gesco_synthetic", "deepjscc_synthetic", "segmenter_synthetic")
+BUNDLED = ("gesco_synthetic", "deepjscc_synthetic", "segmenter_synthetic", "spic_synthetic", "diffjscc_fashion_mnist",
+           "deepjscc_fashion_mnist")
 
 
 def bundled_path(name: str) -> Path:

@@ -402,6 +402,12 @@ class _StepProgress:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import sys
+    argv = list(sys.argv[1:] if argv is None else argv)
+    from .train import SPIC_FLAGS
+    if any(a.split("=")[0] in SPIC_FLAGS for a in argv):  # SPIC's image_sample.py command
+        from .sample_spic import main as sample_spic
+        return int(sample_spic(argv) or 0)
     parser = build_parser()
     args = parser.parse_args(join_negative_values(argv, ("--snr",)))
     s = _resolve(parser, args)

@@ -132,12 +132,19 @@ def _reject(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         parser.error("--is_train False: use `gensemcom sample` to sample")
 
 
+#: flags only SPIC's commands have: their presence routes the command to SPIC's
+SPIC_FLAGS = ("--large_size", "--small_size", "--max_iter_time", "--compression_type", "--compression_level")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     import sys
     argv = list(sys.argv[1:] if argv is None else argv)
     if any(a == "--config" or a.startswith("--config=") for a in argv):  # Diff-JSCC's yaml
         from .train_diffjscc import main as train_diffjscc
         return train_diffjscc(argv)
+    if any(a.split("=")[0] in SPIC_FLAGS for a in argv):  # SPIC's image_train.py command
+        from .train_spic import main as train_spic
+        return int(train_spic(argv) or 0)
     parser = build_parser()
     args = parser.parse_args(argv)
     _reject(parser, args)
