@@ -7,19 +7,23 @@ Two parts, each configuration measured in a fresh subprocess (so that its peak m
 1. **network** (the receivers' common cost): one guided network evaluation (conditional +
    all-zero branch, the SPADE modulations cached, as inside a sampler) of the bundled GESCO
    model's architecture (``gensemcom.zoo.load_gesco()``, 3.2 M parameters, 32 channels), plain
-   and through the fast path (``gensemcom.models.fastpath``), at sizes ``--sizes`` and batches
-   ``--batches``: milliseconds per image per sampling step (min of ``--repeats`` after a warm-up),
-   and the peak resident memory the evaluation adds (``ru_maxrss`` at the end minus the resident
-   set before the first evaluation), per image. A DDIM-N receiver costs about N times the step.
+   and through the fast path (``gensemcom.models.fastpath``), each in its own subprocess, at sizes
+   ``--sizes`` and batches ``--batches``: CPU milliseconds per image per sampling step (min of
+   ``--repeats`` after a warm-up), and the peak resident memory the evaluation adds (``ru_maxrss``
+   at the end minus the resident set before the first evaluation), per image. A DDIM-N receiver
+   costs about N times the step.
 2. **systems** (``--systems``): one work item of a sweep (``--images`` synthetic scenes at the
    size, AWGN at 10 dB) through :meth:`gensemcom.evaluate.Sweep.measure`, exactly as a sweep
-   runs it (the system's transmit / channel / receive time from the sweep's own record,
-   ``seconds``), DDIM ``--steps``, after a warm-up item; and the item's peak memory as above.
+   runs it: the item's CPU time (system and metrics; ``total_cpu_ms_per_image``) and the
+   sweep's own wall-clock record of the system's share (``seconds`` -> ``system_wall_ms_per_image``),
+   DDIM ``--steps``, after a warm-up item; and the item's peak memory as above.
    A system that cannot run at a size (e.g. trained for another resolution) is listed with the
    reason.
 
-All on CPU, ``--threads`` torch threads, float32. Times depend on the machine's load: the JSON
-records the load average at the start and end of every configuration.
+All on CPU, ``--threads`` torch threads (1 by default), float32. CPU time (``time.process_time``)
+rather than wall time, because on a machine shared with other jobs the wall clock measures the
+queue for a core; with one thread the two agree on an idle machine. The JSON records the load
+average around every configuration.
 """
 
 from __future__ import annotations
@@ -48,12 +52,16 @@ def _rss_mb() -> float:
     return float("nan")
 
 
+#: time.process_time: on a machine shared with other jobs, one thread's CPU time is the work done
+CLOCK = time.process_time
+
+
 def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
 
 
 # ---------------------------------------------------------------------------- children
-def child_network(h: int, w: int, batch: int, repeats: int, threads: int) -> dict[str, Any]:
+def child_network(h: int, w: int, batch: int, repeats: int, threads: int, variant: str) -> dict[str, Any]:
     import torch
 
     from gensemcom import zoo
@@ -71,18 +79,17 @@ def child_network(h: int, w: int, batch: int, repeats: int, threads: int) -> dic
     t = torch.full((batch,), 5)
     out: dict[str, Any] = {"size": [h, w], "batch": batch}
     base = _rss_mb()
-    for name, m in (("plain", model), ("fast", fast_unet(model))):
-        cond = Conditioning(m, y, gesco.guidance_scale, True)
-        with torch.inference_mode():
-            gesco.diffusion.guided_call(m, x, t, cond)  # warm-up, fills the SPADE cache
-            best = float("inf")
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                gesco.diffusion.guided_call(m, x, t, cond)
-                best = min(best, time.perf_counter() - t0)
-        out[f"{name}_ms_per_image_step"] = 1e3 * best / batch
-        out[f"{name}_peak_mb_per_image"] = (_peak_mb() - base) / batch
-        del cond
+    m = model if variant == "plain" else fast_unet(model)
+    cond = Conditioning(m, y, gesco.guidance_scale, True)
+    with torch.inference_mode():
+        gesco.diffusion.guided_call(m, x, t, cond)  # warm-up, fills the SPADE cache
+        best = float("inf")
+        for _ in range(repeats):
+            t0 = CLOCK()
+            gesco.diffusion.guided_call(m, x, t, cond)
+            best = min(best, CLOCK() - t0)
+    out[f"{variant}_ms_per_image_step"] = 1e3 * best / batch
+    out[f"{variant}_peak_mb_per_image"] = (_peak_mb() - base) / batch
     return out
 
 
@@ -102,11 +109,12 @@ def child_system(spec: str, h: int, w: int, images: int, steps: int, threads: in
     item = WorkItem("synthetic", spec, "awgn", 10.0, 0)
     base = _rss_mb()
     sweep.measure(item)  # warm-up
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     rec = sweep.measure(item)
-    total = time.perf_counter() - t0
+    total, cpu = time.perf_counter() - t0, time.process_time() - c0
     return {"system": spec, "size": [h, w], "images": images, "steps": steps,
-            "system_ms_per_image": 1e3 * rec["seconds"] / images, "total_ms_per_image": 1e3 * total / images,
+            "system_wall_ms_per_image": 1e3 * rec["seconds"] / images,
+            "total_wall_ms_per_image": 1e3 * total / images, "total_cpu_ms_per_image": 1e3 * cpu / images,
             "peak_mb_per_image": (_peak_mb() - base) / images}
 
 
@@ -171,9 +179,12 @@ def main(argv: list[str] | None = None) -> int:
             for b in (int(v) for v in args.batches.split(",")):
                 if ((h, w), b) in done_net:
                     continue
-                r = run_child(["network", h, w, b, args.repeats, args.threads], args.threads, args.timeout)
-                r.setdefault("size", [h, w])
-                r.setdefault("batch", b)
+                r = {"size": [h, w], "batch": b}
+                for variant in ("plain", "fast"):
+                    one = run_child(["network", h, w, b, args.repeats, args.threads, variant], args.threads,
+                                    args.timeout)
+                    r.update({k: v for k, v in one.items() if k not in ("size", "batch", "loadavg")})
+                    r[f"{variant}_loadavg"] = one.get("loadavg")
                 out["network"].append(r)
                 print("network", json.dumps(r), flush=True)
                 save()
@@ -206,16 +217,16 @@ def plot(out: dict[str, Any], png: str) -> None:
             axes[0].plot(px, [r[f"{name}_ms_per_image_step"] for r in rows], style, label=f"{name}, batch {b}")
             axes[1].plot(px, [r[f"{name}_peak_mb_per_image"] for r in rows], style, label=f"{name}, batch {b}")
     axes[0].set_title("bundled GESCO net: one guided step")
-    axes[0].set_ylabel("ms per image per step")
+    axes[0].set_ylabel("CPU ms per image per step")
     axes[1].set_title("peak memory added by the step")
     axes[1].set_ylabel("MB per image")
     sysrows = [r for r in out["systems"] if "error" not in r]
     for spec in dict.fromkeys(r["system"] for r in sysrows):
         rows = sorted((r for r in sysrows if r["system"] == spec), key=lambda r: r["size"][0] * r["size"][1])
-        axes[2].plot([r["size"][0] * r["size"][1] for r in rows], [r["system_ms_per_image"] for r in rows], "o-",
+        axes[2].plot([r["size"][0] * r["size"][1] for r in rows], [r["total_cpu_ms_per_image"] for r in rows], "o-",
                      label=spec)
     axes[2].set_title(f"receivers, one sweep item (DDIM {out['meta']['args']['steps']})")
-    axes[2].set_ylabel("ms per image (transmit + channel + receive)")
+    axes[2].set_ylabel("CPU ms per image (system + metrics)")
     for ax in axes:
         ax.set_xscale("log")
         ax.set_yscale("log")

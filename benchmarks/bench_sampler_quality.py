@@ -104,9 +104,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-fid", action="store_true")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", default="benchmarks/sampler_quality.json")
-    p.add_argument("--plot", default=None, help="PNG of quality against seconds per image")
+    p.add_argument("--plot", default=None, help="PNG of quality against network evaluations and time")
+    p.add_argument("--plot-only", action="store_true", help="only draw --plot from the existing --json")
+    p.add_argument("--step-seconds", type=float, default=None,
+                   help="seconds of one guided step per image for the plot's time axis (default: the reference run's)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.plot_only:
+        plot(json.loads(Path(args.json).read_text()), args.plot, args.step_seconds)
+        return 0
     if args.steps:
         names = ("ddim", "dpm++2m", "dpm++3m", "unipc", "ddpm")
         spec = ",".join(f"{s}:{n}" for n in args.steps.split(",") for s in names)
@@ -137,11 +143,12 @@ def main(argv: list[str] | None = None) -> int:
     def run(sampler: Any, steps: int) -> tuple[torch.Tensor, float]:
         diffusion = diffusion_for(config, steps)
         outs = []
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for k in range(0, args.images, args.batch):
             g = torch.Generator().manual_seed(SEED + 1 + k)  # the stochastic samplers' draws
             outs.append(diffusion.sample(model, maps[k:k + args.batch], noise=x_T[k:k + args.batch],
                                          guidance_scale=scale, method=sampler, clip_denoised=True, generator=g))
+        run.cpu_per_image = (time.process_time() - c0) / args.images
         return torch.cat(outs), (time.perf_counter() - t0) / args.images
 
     def score(x: torch.Tensor) -> dict[str, float]:
@@ -166,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"reference: DDIM-{args.reference_steps} on {args.images} images ...", flush=True)
     ref, ref_s = run(make_sampler("ddim"), args.reference_steps)
-    out["reference"] = dict(sampler="ddim", steps=args.reference_steps, seconds_per_image=ref_s, **score(ref))
+    out["reference"] = dict(sampler="ddim", steps=args.reference_steps, seconds_per_image=ref_s,
+                            cpu_seconds_per_image=run.cpu_per_image, **score(ref))
     out["reference"]["miou_real_images"] = float(torch.nanmean(miou_per_image(segmenter.predict(real), labels,
                                                                               gesco.num_classes)))
     print(f"  {ref_s:.1f} s/image, {out['reference']}", flush=True)
@@ -177,47 +185,54 @@ def main(argv: list[str] | None = None) -> int:
         rmse = float(((x - ref) ** 2).mean().sqrt())
         finite = bool(torch.isfinite(x).all())
         row = dict(sampler=base, threshold=rule or "clip", steps=steps, network_evaluations=steps,
-                   seconds_per_image=sec, rmse_to_reference=rmse if finite else math.nan,
+                   seconds_per_image=sec, cpu_seconds_per_image=run.cpu_per_image,
+                   rmse_to_reference=rmse if finite else math.nan,
                    **(score(x.nan_to_num(0.0)) if True else {}))
         out["runs"].append(row)
         print(f"{base + ('+' + rule if rule else ''):>18s} {steps:4d} steps  {sec:6.2f} s/img  rmse {rmse:.4f}  "
               f"mIoU {row['miou']:.3f}" + (f"  FID {row['fid']:.1f}" if "fid" in row else ""), flush=True)
         save()
     if args.plot:
-        plot(out, args.plot)
+        plot(out, args.plot, args.step_seconds)
     return 0
 
 
-def plot(out: dict[str, Any], png: str) -> None:
+def plot(out: dict[str, Any], png: str, step_seconds: float | None = None) -> None:
+    """Quality against network evaluations (bottom axis) and seconds per image (top axis:
+    evaluations x the cost of one guided step, ``step_seconds``, or the reference run's own)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rows = out["runs"]
-    metrics = [("rmse_to_reference", f"RMSE to {out['meta']['reference'].split()[0]}"), ("miou", "segmenter mIoU"),
-               ("fid", f"FID ({out['meta']['images']} images)")]
+    ref = out["reference"]
+    if step_seconds is None:
+        step_seconds = ref.get("cpu_seconds_per_image", ref["seconds_per_image"]) / ref["steps"]
+    metrics = [("rmse_to_reference", f"RMSE to the DDIM-{ref['steps']} sample"), ("miou", "segmenter mIoU"),
+               ("fid", f"FID ({out['meta']['images']} images, biased: compare rows)")]
     metrics = [m for m in metrics if any(m[0] in r for r in rows)]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 4))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 4.3))
+    names = list(dict.fromkeys((r["sampler"], r["threshold"]) for r in rows))
     for ax, (key, label) in zip(axes, metrics):
-        names = sorted({(r["sampler"], r["threshold"]) for r in rows})
         for name in names:
-            pts = sorted((r["seconds_per_image"], r[key], r["steps"]) for r in rows
+            pts = sorted((r["steps"], r[key]) for r in rows
                          if (r["sampler"], r["threshold"]) == name and key in r and math.isfinite(r[key]))
             if not pts:
                 continue
-            xs, ys, ns = zip(*pts)
+            xs, ys = zip(*pts)
             lab = name[0] + ("" if name[1] == "clip" else f"+{name[1]}")
-            ax.plot(xs, ys, "o-" if name[1] == "clip" else "x--", label=lab)
-            for x_, y_, n_ in pts:
-                ax.annotate(str(n_), (x_, y_), fontsize=7, textcoords="offset points", xytext=(2, 2))
-        if key in out["reference"]:
-            ax.axhline(out["reference"][key], color="grey", lw=0.8, ls=":", label="reference")
+            ax.plot(xs, ys, "o-" if name[1] == "clip" else "x--", label=lab, ms=4)
+        if key in ref and key != "rmse_to_reference":
+            ax.axhline(ref[key], color="grey", lw=0.8, ls=":", label=f"DDIM-{ref['steps']}")
         ax.set_xscale("log")
-        ax.set_xlabel("seconds per image (CPU, labels: steps)")
+        ax.set_xlabel("guided network evaluations (steps)")
         ax.set_ylabel(label)
-        ax.grid(alpha=0.3)
+        ax.grid(alpha=0.3, which="both")
+        top = ax.secondary_xaxis("top", functions=(lambda n: n * step_seconds, lambda s: s / step_seconds))
+        top.set_xlabel("CPU seconds per image (1 thread)")
     axes[0].legend(fontsize=7)
-    fig.suptitle(f"bundled GESCO, 64x128, guidance {out['meta']['guidance_scale']}, {out['meta']['images']} images")
+    fig.suptitle(f"bundled GESCO, 64x128, guidance {out['meta']['guidance_scale']}, "
+                 f"{out['meta']['images']} images, x0 clipping unless marked")
     fig.tight_layout()
     fig.savefig(png, dpi=110)
     print(f"wrote {png}")

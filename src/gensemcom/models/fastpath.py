@@ -53,6 +53,8 @@ class FastCondition(SemanticCondition):
     """
 
     def __init__(self, y: torch.Tensor, owner: "FastSemanticUNet") -> None:
+        if owner.channels_last:  # the modulations come out in the convolutions' format
+            y = y.contiguous(memory_format=torch.channels_last)
         super().__init__(y)
         self.owner = owner
         self.zero_rows = y.reshape(y.shape[0], -1).abs().amax(dim=1) == 0 if y.numel() else \
@@ -130,6 +132,8 @@ class FastSemanticUNet(nn.Module):
         if hit is None:
             with torch.inference_mode():
                 y0 = torch.zeros((1, self.config.label_channels, *size), dtype=dtype, device=device)
+                if self.channels_last:
+                    y0 = y0.contiguous(memory_format=torch.channels_last)
                 hit = norm.modulation(y0, size)
             self._zero[key] = hit
         return hit
