@@ -11,7 +11,8 @@ ways, in turn, ``--repeats`` rounds (the minimum wall time per way is kept):
   its share of the work items and rank 0 aggregates (see gensemcom.evaluate).
 
 Throughput = work items (systems x data x channels x SNRs x samples, each a batch of images)
-per second of wall time, start-up included (each run is a fresh interpreter that imports torch
+per second of wall time (and the CPU seconds of all its processes, whose ratio to one process's
+is the sharding overhead), start-up included (each run is a fresh interpreter that imports torch
 and loads the models, as a real sweep does). The results JSON of the sharded run must equal the
 single-process one (apart from timings); the script checks it. Speed-up = throughput / 1proc.
 On a machine shared with other jobs the speed-up is bounded by the free cores, not by the code.
@@ -23,6 +24,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import subprocess
 import sys
@@ -69,29 +71,34 @@ def main(argv: list[str] | None = None) -> int:
                                    "-m", "gensemcom.cli.evaluate", *common, "--threads", "1"],
     }
     best = {k: float("inf") for k in ways}
+    cpu: dict[str, float] = {}  # CPU seconds of all the run's processes
     for r in range(args.repeats):
         for key, cmd in ways.items():
             out = tmp / f"{key}_{r}"
             e = dict(env, OMP_NUM_THREADS=str(args.nproc)) if "threads" in key else env
+            c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
             t0 = time.perf_counter()
             proc = subprocess.run([*cmd, "--out", str(out)], env=e, capture_output=True, text=True, cwd=ROOT)
             dt = time.perf_counter() - t0
+            c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu[key] = min(cpu.get(key, float("inf")), c1.ru_utime + c1.ru_stime - c0.ru_utime - c0.ru_stime)
             if proc.returncode != 0:
                 print(proc.stderr[-3000:], file=sys.stderr)
                 raise SystemExit(f"{key} failed (exit {proc.returncode})")
             best[key] = min(best[key], dt)
-            print(f"round {r}: {key:<16s} {dt:7.1f} s", flush=True)
+            print(f"round {r}: {key:<16s} {dt:7.1f} s wall, {cpu[key]:7.1f} s CPU", flush=True)
     n_items = _count_items(tmp / "1proc_0")
     res0 = _strip(json.loads((tmp / "1proc_0" / "results.json").read_text()))
     same = {k: _strip(json.loads((tmp / f"{k}_0" / "results.json").read_text())) == res0 for k in ways}
-    rows = {k: {"wall_s": v, "items_per_s": n_items / v, "speedup_vs_1proc": best["1proc"] / v,
-                "results_equal_1proc": same[k]} for k, v in best.items()}
+    rows = {k: {"wall_s": v, "cpu_s": cpu[k], "items_per_s": n_items / v, "speedup_vs_1proc": best["1proc"] / v,
+                "cpu_overhead_vs_1proc": cpu[k] / cpu["1proc"], "results_equal_1proc": same[k]}
+            for k, v in best.items()}
     print(f"\n{n_items} work items ({args.systems}; {args.data}; {args.channels}; SNR {args.snr}; batch "
           f"{args.batch_size}; DDIM {args.steps}); min of {args.repeats} round(s); load "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores at the end")
     for k, r in rows.items():
         print(f"  {k:<16s} {r['wall_s']:7.1f} s  {r['items_per_s']:.3f} items/s  x{r['speedup_vs_1proc']:.2f}  "
-              f"results equal: {r['results_equal_1proc']}")
+              f"CPU {r['cpu_s']:.1f} s (x{r['cpu_overhead_vs_1proc']:.2f})  results equal: {r['results_equal_1proc']}")
     if args.json:
         meta = dict(python=platform.python_version(), cpu_count=os.cpu_count(), args=vars(args), items=n_items,
                     loadavg_end=os.getloadavg(), command=" ".join([Path(sys.argv[0]).name, *sys.argv[1:]]))
