@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
+import numpy as np  # noqa: F401
 import torch
 from PIL import Image
 

@@ -5,7 +5,7 @@ import json
 import os
 import sys
 
-import torch
+import torch  # noqa: F401  (imported before the package, as a torchrun worker would)
 
 from gensemcom.cli.train import main
 

